@@ -1,0 +1,25 @@
+"""The one exception type a user sees: the CLI prints its message on one line and exits non-zero."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class KdExamError(Exception):
+    """Bad input: the message says what is wrong, where, and how to fix it."""
+
+
+class DataError(KdExamError):
+    """A missing, malformed or inconsistent dataset file."""
+
+
+class ConfigError(KdExamError):
+    """A parameter file or argument that does not validate."""
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> KdExamError:
+    """An error for a name missing from a registry, suggesting the closest known names."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")

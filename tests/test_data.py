@@ -1,0 +1,238 @@
+"""The data layer on the real IndoNLU files and on tiny, deliberately broken copies of them."""
+from __future__ import annotations
+
+import pytest
+
+from kdlib import data
+from kdlib.errors import ConfigError, DataError
+
+EXPECTED_SIZES = {  # train/valid/test, as IndoNLU publishes them
+    "emot": (3521, 440, 440), "smsa": (11000, 1260, 500), "casa": (810, 90, 180), "hoasa": (2283, 285, 286),
+    "wrete": (300, 50, 100), "posp": (6720, 840, 840), "bapos": (8000, 1000, 1029), "terma": (3000, 1000, 1000),
+    "keps": (800, 200, 247), "nergrit": (1672, 209, 209), "nerp": (6720, 840, 840), "facqa": (2495, 311, 311),
+}
+COLUMNS = {"single": ["text", "label"], "pair": ["text_a", "text_b", "label"], "aspect": ["text", "labels"],
+           "tagging": ["tokens", "tags"], "qa": ["question", "tokens", "tags"]}
+
+
+def test_registry_covers_the_twelve_datasets():
+    assert set(data.DATASETS) == set(EXPECTED_SIZES)
+    assert {s.shape for s in data.DATASETS.values()} == set(data.SHAPES)
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED_SIZES))
+def test_full_dataset_sizes_and_columns(key, data_dir):
+    dd = data.load_indonlu(key, data_dir)
+    spec = data.get_spec(key)
+    assert tuple(dd[s].num_rows for s in data.SPLITS) == EXPECTED_SIZES[key]
+    assert dd["train"].column_names == COLUMNS[spec.shape]
+    first = dd["train"][0]
+    if spec.is_tagging:
+        assert len(first["tokens"]) == len(first["tags"]) > 0
+        assert all(0 <= t < spec.num_labels for t in first["tags"])
+    if spec.shape == "aspect":
+        assert len(first["labels"]) == len(spec.aspects)
+
+
+def test_known_first_examples(data_dir):
+    smsa = data.load_split("smsa", "train", data_dir, limit=2)
+    assert smsa[1]["text"].startswith("mohon ulama lurus")
+    assert smsa.features["label"].int2str(smsa[1]["label"]) == "neutral"
+    casa = data.load_split("casa", "train", data_dir, limit=2)
+    names = casa.features["labels"].feature.names
+    # "Avanza kenapa jadi boros bensin ...": fuel negative, every other aspect neutral
+    assert [names[i] for i in casa[1]["labels"]] == ["negative"] + ["neutral"] * 5
+    facqa = data.load_split("facqa", "train", data_dir, limit=1)
+    assert facqa[0]["question"][:2] == ["Kelompok", "apakah"]
+    assert facqa[0]["tags"][10:12] == [1, 2]  # "Hezb-ul Mujahedeen" is the B I answer
+    keps = data.load_split("keps", "train", data_dir, limit=1)
+    assert keps[0]["tokens"][:3] == ["Setelah", "melalui", "proses"]
+
+
+def test_unknown_dataset_suggests_closest():
+    with pytest.raises(ConfigError, match=r"unknown dataset 'smas'.*'smsa'"):
+        data.get_spec("smas")
+    assert data.get_spec("NERGrit").key == "nergrit"
+
+
+def test_missing_data_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist.*kdexam data download"):
+        data.resolve_data_dir(tmp_path / "nowhere")
+
+
+def test_data_dir_from_environment(monkeypatch, tiny_data_dir):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tiny_data_dir))
+    assert data.resolve_data_dir() == tiny_data_dir.resolve()
+
+
+def _edit_line(path, line_no, new):
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines[line_no - 1] = new
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def test_missing_file(tiny_data_dir):
+    spec = data.get_spec("emot")
+    spec.path(tiny_data_dir, "valid").unlink()
+    with pytest.raises(DataError, match=r"valid_preprocess\.csv: file not found.*kdexam data download"):
+        data.load_indonlu("emot", tiny_data_dir)
+
+
+def test_conll_line_without_tab_names_file_and_line(tiny_data_dir):
+    path = data.get_spec("nergrit").path(tiny_data_dir, "train")
+    _edit_line(path, 3, "industri O")
+    with pytest.raises(DataError, match=r"train_preprocess\.txt:3: malformed line 'industri O'"):
+        data.load_indonlu("nergrit", tiny_data_dir)
+
+
+def test_tag_outside_label_set(tiny_data_dir):
+    path = data.get_spec("nerp").path(tiny_data_dir, "valid")
+    _edit_line(path, 2, "dinas\tB-ANIMAL")
+    with pytest.raises(DataError, match=r"valid_preprocess\.txt:2: tag 'B-ANIMAL' is not in the label set of nerp"):
+        data.load_indonlu("nerp", tiny_data_dir)
+
+
+def test_class_label_outside_label_set(tiny_data_dir):
+    path = data.get_spec("smsa").path(tiny_data_dir, "test")
+    _edit_line(path, 4, "bagus sekali\tpositve")
+    with pytest.raises(DataError, match=r"test_preprocess\.tsv:4: label 'positve' is not in the label set"):
+        data.load_indonlu("smsa", tiny_data_dir)
+
+
+def test_aspect_label_outside_label_set(tiny_data_dir):
+    path = data.get_spec("hoasa").path(tiny_data_dir, "train")
+    _edit_line(path, 2, "kamar kotor,neut,neut,neut,neut,bad,neut,neut,neut,neut,neut")
+    with pytest.raises(DataError, match=r":2: kebersihan label 'bad' is not in the label set of hoasa"):
+        data.load_indonlu("hoasa", tiny_data_dir)
+
+
+def test_wrong_field_count(tiny_data_dir):
+    path = data.get_spec("wrete").path(tiny_data_dir, "train")
+    _edit_line(path, 3, "only,three,fields")
+    with pytest.raises(DataError, match=r"train_preprocess\.csv:3: malformed line: 3 fields where wrete has 4"):
+        data.load_indonlu("wrete", tiny_data_dir)
+
+
+def test_wrong_header(tiny_data_dir):
+    path = data.get_spec("emot").path(tiny_data_dir, "train")
+    _edit_line(path, 1, "tweet,label")
+    with pytest.raises(DataError, match=r":1: wrong header 'tweet,label'; expected 'label,tweet'"):
+        data.load_indonlu("emot", tiny_data_dir)
+
+
+def test_empty_split(tiny_data_dir):
+    data.get_spec("keps").path(tiny_data_dir, "test").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="the test split of keps is empty"):
+        data.load_indonlu("keps", tiny_data_dir)
+
+
+def test_facqa_cells_are_literals_never_code(tiny_data_dir):
+    path = data.get_spec("facqa").path(tiny_data_dir, "train")
+    _edit_line(path, 2, '"__import__(\'os\').getcwd()","[\'a\']","[\'O\']"')
+    with pytest.raises(DataError, match=r":2: column 'question' is not a list of strings"):
+        data.load_indonlu("facqa", tiny_data_dir)
+
+
+def test_facqa_passage_and_tags_must_align(tiny_data_dir):
+    path = data.get_spec("facqa").path(tiny_data_dir, "valid")
+    _edit_line(path, 2, '"[\'Siapa\', \'?\']","[\'Budi\', \'datang\']","[\'B\']"')
+    with pytest.raises(DataError, match=r":2: passage has 2 tokens but seq_label has 1 tags"):
+        data.load_indonlu("facqa", tiny_data_dir)
+
+
+def test_invalid_utf8(tiny_data_dir):
+    path = data.get_spec("terma").path(tiny_data_dir, "train")
+    path.write_bytes(path.read_bytes()[:50] + b"\xff\xfe" + path.read_bytes()[50:])
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        data.load_indonlu("terma", tiny_data_dir)
+
+
+def test_missing_final_blank_line_keeps_last_sentence(tiny_data_dir):
+    path = data.get_spec("posp").path(tiny_data_dir, "test")
+    n = data.load_split("posp", "test", tiny_data_dir).num_rows
+    path.write_text(path.read_text(encoding="utf-8").rstrip("\n") + "\n", encoding="utf-8")
+    assert data.load_split("posp", "test", tiny_data_dir).num_rows == n
+
+
+def test_cap_is_seeded_subset(tiny_data_dir):
+    ds = data.load_split("smsa", "train", tiny_data_dir)
+    a, b = data.cap(ds, 10, seed=1), data.cap(ds, 10, seed=1)
+    assert a["text"] == b["text"] and len(a) == 10
+    assert data.cap(ds, 10, seed=2)["text"] != a["text"]
+    assert data.cap(ds, None) is ds
+
+
+def test_word_tokenize_and_example_words():
+    assert data.word_tokenize("Harga-nya murah, tapi AC-nya mati!") == \
+        ["Harga-nya", "murah", ",", "tapi", "AC-nya", "mati", "!"]
+    spec = data.get_spec("wrete")
+    assert data.example_words({"text_a": "a b", "text_b": "c"}, spec) == ["a", "b", data.SEP, "c"]
+
+
+def test_vocab_frequency_min_freq_max_size_and_roundtrip(tmp_path):
+    texts = [["Makan", "nasi"], ["makan", "sate"], ["makan", "nasi", "goreng"]]
+    vocab = data.Vocab.build(texts, min_freq=2)
+    assert vocab.itos == ["<pad>", "<unk>", "<sep>", "makan", "nasi"]  # sate/goreng seen once
+    assert vocab.encode(["MAKAN", "sate", "<sep>"]) == [3, 1, 2]
+    assert data.Vocab.build(texts, max_size=4).itos[3:] == ["makan"]
+    cased = data.Vocab.build(texts, lower=False)
+    assert "Makan" in cased and cased.encode(["makan"]) != cased.encode(["Makan"])
+    vocab.save(tmp_path / "v.json")
+    assert data.Vocab.load(tmp_path / "v.json").itos == vocab.itos
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="not a kd-exam vocabulary"):
+        data.Vocab.load(tmp_path / "bad.json")
+
+
+def test_align_labels_first_subword_only():
+    # words: "Jakarta"(2 pieces) "kota"(1) "besar"(3 pieces); CLS/SEP are None
+    word_ids = [None, 0, 0, 1, 2, 2, 2, None]
+    assert data.align_labels(word_ids, [5, 7, 9]) == [-100, 5, -100, 7, 9, -100, -100, -100]
+    assert data.first_subword_index(word_ids, 3) == [1, 3, 4]
+    assert data.first_subword_index(word_ids, 4) == [1, 3, 4, -1]  # word 3 was truncated away
+
+
+def test_align_labels_only_on_labelled_sequence():
+    # question word 0, then passage words 0 and 1: same word id in different sequences must not collide
+    word_ids = [None, 0, None, 0, 0, 1, None]
+    seq_ids = [None, 0, None, 1, 1, 1, None]
+    assert data.align_labels(word_ids, [1, 2], seq_ids, labelled_sequence=1) == [-100, -100, -100, 1, -100, 2, -100]
+
+
+@pytest.fixture(scope="module")
+def wordpiece(_tiny_master):
+    dd = data.load_indonlu("nergrit", _tiny_master)
+    return data.train_wordpiece(data.texts_for_tokenizer(dd, data.get_spec("nergrit")), vocab_size=300)
+
+
+def test_encode_for_bert_tagging(wordpiece, tiny_data_dir):
+    spec = data.get_spec("nergrit")
+    ds = data.load_split("nergrit", "train", tiny_data_dir, limit=4)
+    enc = ds.map(data.encode_for_bert, batched=True, fn_kwargs={"tokenizer": wordpiece, "spec": spec,
+                                                                 "max_length": 512})
+    for ex in enc:
+        labelled = [l for l in ex["labels"] if l != -100]
+        assert labelled == ex["tags"]  # every word labelled exactly once, in order
+        assert [ex["labels"][i] for i in ex["word_index"]] == ex["tags"]
+        assert ex["input_ids"][0] == wordpiece.cls_token_id
+
+
+def test_encode_for_bert_qa_labels_passage_only(wordpiece, tiny_data_dir):
+    spec = data.get_spec("facqa")
+    ds = data.load_split("facqa", "train", tiny_data_dir, limit=3)
+    enc = ds.map(data.encode_for_bert, batched=True, fn_kwargs={"tokenizer": wordpiece, "spec": spec,
+                                                                 "max_length": 512})
+    for ex in enc:
+        sep = ex["input_ids"].index(wordpiece.sep_token_id)
+        assert all(l == -100 for l in ex["labels"][:sep])  # nothing in the question is labelled
+        assert [l for l in ex["labels"] if l != -100] == ex["tags"]
+        assert min(ex["word_index"]) > sep
+
+
+def test_encode_for_bert_truncation_marks_lost_words(wordpiece, tiny_data_dir):
+    spec = data.get_spec("nergrit")
+    ds = data.load_split("nergrit", "train", tiny_data_dir, limit=4)
+    enc = ds.map(data.encode_for_bert, batched=True, fn_kwargs={"tokenizer": wordpiece, "spec": spec,
+                                                                 "max_length": 8})
+    assert all(len(ex["input_ids"]) <= 8 for ex in enc)
+    assert any(-1 in ex["word_index"] for ex in enc)
