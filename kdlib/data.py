@@ -407,9 +407,10 @@ def first_subword_index(word_ids: Sequence[int | None], n_words: int,
 def encode_for_bert(batch: dict, tokenizer, spec: DatasetSpec, max_length: int = 128) -> dict:
     """A batched `Dataset.map` function: input_ids/attention_mask(/token_type_ids), labels, word_index.
 
-    Classification: `labels` is the class id (single/pair) or the list of aspect ids. Tagging: `labels` holds the
-    tag on each word's first sub-word and IGNORE_INDEX elsewhere; `word_index` maps each word to that sub-word
-    (-1 if truncated away), which is how word-level logits are read from a sub-word model.
+    Classification: `labels` is the class id (single/pair) or the list of aspect ids. Tagging: `labels` holds one
+    tag per word and `word_index` maps each word to its first sub-word (-1 if truncated away, label ignored),
+    which is how word-level logits are read from a sub-word model; `subword_labels` has the tag on each word's
+    first sub-word and IGNORE_INDEX elsewhere (the Hugging Face token-classification layout).
     """
     if spec.shape in ("single", "aspect"):
         enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
@@ -426,15 +427,46 @@ def encode_for_bert(batch: dict, tokenizer, spec: DatasetSpec, max_length: int =
         enc = tokenizer(batch["question"], batch["tokens"], is_split_into_words=True, truncation="only_second",
                         max_length=max_length)
         seq, labelled = True, 1
-    labels, index = [], []
+    subword_labels, index = [], []
     for i, (tokens, tags) in enumerate(zip(batch["tokens"], batch["tags"])):
         word_ids = enc.word_ids(i)
         seq_ids = enc.sequence_ids(i) if seq else None
-        labels.append(align_labels(word_ids, tags, seq_ids, labelled))
+        subword_labels.append(align_labels(word_ids, tags, seq_ids, labelled))
         index.append(first_subword_index(word_ids, len(tokens), seq_ids, labelled))
-    enc["labels"] = labels
+    enc["subword_labels"] = subword_labels
     enc["word_index"] = index
+    enc["labels"] = [_word_labels(tags, idx) for tags, idx in zip(batch["tags"], index)]
     return dict(enc)
+
+
+def _word_labels(tags: Sequence[int], word_index: Sequence[int]) -> list[int]:
+    """Word-level training labels: words the model cannot see (truncated, index -1) are ignored."""
+    return [t if i >= 0 else IGNORE_INDEX for t, i in zip(tags, word_index)]
+
+
+def encode_for_words(batch: dict, vocab: Vocab, spec: DatasetSpec, max_words: int = 256) -> dict:
+    """A batched `Dataset.map` function for word-level students: word_ids, labels (and word_index for tagging).
+
+    Tagging: the student reads every word and `word_index[j] = j`; QA: it reads question <sep> passage and the
+    passage word j sits at position len(question) + 1 + j. Words past `max_words` are cut (word_index -1).
+    """
+    out: dict[str, list] = {"word_ids": [], "labels": []}
+    if spec.is_tagging:
+        out["word_index"] = []
+    n = len(next(iter(batch.values())))
+    for i in range(n):
+        example = {k: batch[k][i] for k in batch}
+        words = example_words(example, spec)[:max_words]
+        out["word_ids"].append(vocab.encode(words) or [vocab.unk_id])
+        if spec.is_tagging:
+            offset = len(example["question"]) + 1 if spec.shape == "qa" else 0
+            n_words = len(example["tokens"])
+            index = [offset + j if offset + j < len(words) else -1 for j in range(n_words)]
+            out["word_index"].append(index)
+            out["labels"].append(_word_labels(example["tags"], index))
+        else:
+            out["labels"].append(example["label" if spec.shape in ("single", "pair") else "labels"])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------

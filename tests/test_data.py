@@ -211,9 +211,9 @@ def test_encode_for_bert_tagging(wordpiece, tiny_data_dir):
     enc = ds.map(data.encode_for_bert, batched=True, fn_kwargs={"tokenizer": wordpiece, "spec": spec,
                                                                  "max_length": 512})
     for ex in enc:
-        labelled = [l for l in ex["labels"] if l != -100]
-        assert labelled == ex["tags"]  # every word labelled exactly once, in order
-        assert [ex["labels"][i] for i in ex["word_index"]] == ex["tags"]
+        labelled = [l for l in ex["subword_labels"] if l != -100]
+        assert labelled == ex["tags"] == ex["labels"]  # every word labelled exactly once, in order
+        assert [ex["subword_labels"][i] for i in ex["word_index"]] == ex["tags"]
         assert ex["input_ids"][0] == wordpiece.cls_token_id
 
 
@@ -224,8 +224,8 @@ def test_encode_for_bert_qa_labels_passage_only(wordpiece, tiny_data_dir):
                                                                  "max_length": 512})
     for ex in enc:
         sep = ex["input_ids"].index(wordpiece.sep_token_id)
-        assert all(l == -100 for l in ex["labels"][:sep])  # nothing in the question is labelled
-        assert [l for l in ex["labels"] if l != -100] == ex["tags"]
+        assert all(l == -100 for l in ex["subword_labels"][:sep])  # nothing in the question is labelled
+        assert [l for l in ex["subword_labels"] if l != -100] == ex["tags"]
         assert min(ex["word_index"]) > sep
 
 
@@ -236,3 +236,20 @@ def test_encode_for_bert_truncation_marks_lost_words(wordpiece, tiny_data_dir):
                                                                  "max_length": 8})
     assert all(len(ex["input_ids"]) <= 8 for ex in enc)
     assert any(-1 in ex["word_index"] for ex in enc)
+    for ex in enc:  # a word the model cannot see is not trained on
+        assert [l for l, i in zip(ex["labels"], ex["word_index"]) if i == -1] == \
+            [-100] * ex["word_index"].count(-1)
+
+
+def test_encode_for_words_positions(tiny_data_dir):
+    spec = data.get_spec("facqa")
+    ds = data.load_split("facqa", "train", tiny_data_dir, limit=2)
+    vocab = data.Vocab.build(data.example_words(ex, spec) for ex in ds)
+    enc = ds.map(data.encode_for_words, batched=True, fn_kwargs={"vocab": vocab, "spec": spec})
+    ex, raw = enc[0], ds[0]
+    start = len(raw["question"]) + 1
+    assert ex["word_ids"][start - 1] == vocab.encode([data.SEP])[0]
+    assert ex["word_index"] == list(range(start, start + len(raw["tokens"])))
+    assert [vocab.itos[ex["word_ids"][i]] for i in ex["word_index"][:3]] == [w.lower() for w in raw["tokens"][:3]]
+    short = ds.map(data.encode_for_words, batched=True, fn_kwargs={"vocab": vocab, "spec": spec, "max_words": 20})
+    assert len(short[0]["word_ids"]) == 20 and short[0]["word_index"][20 - start] == -1
