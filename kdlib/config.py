@@ -10,6 +10,10 @@ distill:
   variants: [mse, ce]             # or dicts: {loss: kl, temperature: 2, alpha: 0.5}
   epochs: 10                      # any other DistillParams field
   student_options: {bilstm: {emb_dim: 100}}
+per_dataset:                      # optional overrides of the teacher/distill sections for one dataset
+  smsa: {teacher: {epochs: 1}}
+per_student:                      # optional overrides of the distill section for one student
+  bert-small: {epochs: 3}
 ```
 Every unknown key, dataset, student, loss or wrongly typed value is an error naming it and the file.
 """
@@ -27,7 +31,8 @@ import yaml
 from kdlib.errors import ConfigError, unknown_name
 from kdlib.exam import DistillParams, TeacherParams
 
-TOP_KEYS = {"study", "description", "data_dir", "output_dir", "datasets", "seeds", "threads", "teacher", "distill"}
+TOP_KEYS = {"study", "description", "data_dir", "output_dir", "datasets", "seeds", "threads", "teacher", "distill",
+            "per_dataset", "per_student"}
 # Set by the runner per run, never by a params file.
 RUN_OWNED = {"dataset", "out_dir", "data_dir", "seed", "threads", "student", "teacher_dir", "loss", "alpha",
              "temperature", "student_options"}
@@ -58,6 +63,16 @@ class Study:
     variants: tuple[Variant, ...] = (Variant("mse"), Variant("ce"))
     distill: dict[str, Any] = field(default_factory=dict)
     student_options: dict[str, dict] = field(default_factory=dict)
+    per_dataset: dict[str, dict[str, dict]] = field(default_factory=dict)  # dataset -> {teacher: {..}, distill: {..}}
+
+    def teacher_for(self, dataset: str) -> dict[str, Any]:
+        return {**self.teacher, **self.per_dataset.get(dataset, {}).get("teacher", {})}
+
+    per_student: dict[str, dict] = field(default_factory=dict)  # student -> distill overrides
+
+    def distill_for(self, dataset: str, student: str = "") -> dict[str, Any]:
+        return {**self.distill, **self.per_dataset.get(dataset, {}).get("distill", {}),
+                **self.per_student.get(student, {})}
 
     def study_dir(self, root: Path) -> Path:
         base = Path(self.output_dir)
@@ -157,10 +172,25 @@ def load_params(path: str | os.PathLike) -> Study:
         raise ConfigError(f"{path}: distill.student_options maps a student name to a mapping of options.")
     for student in options:
         get_student(student)
+    per_dataset = {}
+    for key, section in (raw.get("per_dataset") or {}).items():
+        where = f"{path}: per_dataset.{key}"
+        dataset = get_spec(str(key)).key
+        if dataset not in datasets:
+            raise ConfigError(f"{where}: {dataset} is not in this study's datasets ({', '.join(datasets)}).")
+        if not isinstance(section, dict) or set(section) - {"teacher", "distill"}:
+            raise ConfigError(f"{where}: expected a mapping with teacher: and/or distill: sections.")
+        per_dataset[dataset] = {
+            "teacher": _check_section(section.get("teacher") or {}, TeacherParams, set(), f"{where}.teacher"),
+            "distill": _check_section(section.get("distill") or {}, DistillParams, set(), f"{where}.distill")}
+    per_student = {get_student(str(name)).name: _check_section(section or {}, DistillParams, set(),
+                                                               f"{path}: per_student.{name}")
+                   for name, section in (raw.get("per_student") or {}).items()}
     threads = raw.get("threads", 0)
     if not _type_ok(threads, int):
         raise ConfigError(f"{path}: threads must be an integer, got {threads!r}.")
     return Study(name=name, path=path.resolve(), datasets=datasets, seeds=tuple(seeds),
                  description=str(raw.get("description", "")), data_dir=raw.get("data_dir"),
                  output_dir=str(raw.get("output_dir", "outputs")), threads=threads, teacher=teacher,
-                 students=students, variants=variants, distill=distill, student_options=options)
+                 students=students, variants=variants, distill=distill, student_options=options,
+                 per_dataset=per_dataset, per_student=per_student)

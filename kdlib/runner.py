@@ -57,22 +57,24 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
     data = str(resolve_data_dir(data_dir or study.data_dir))
     models_dir = str(study_dir.parent / "models")
     runs: list[Run] = []
-    for dataset in study.datasets:
-        teacher_dir = study_dir / "teacher" / dataset / "teacher"
+    teacher_dirs = {d: study_dir / "teacher" / d / "teacher" for d in study.datasets}
+    for dataset, teacher_dir in teacher_dirs.items():  # teachers first: every student needs one
         runs.append(Run("teacher", dataset, "teacher", notebooks_dir / NOTEBOOKS["teacher"], teacher_dir,
-                        {"models_dir": models_dir, **study.teacher, "dataset": dataset, "out_dir": str(teacher_dir),
-                         "data_dir": data, "seed": study.seeds[0], "threads": study.threads}))
-        for student in study.students:
+                        {"models_dir": models_dir, **study.teacher_for(dataset), "dataset": dataset,
+                         "out_dir": str(teacher_dir), "data_dir": data, "seed": study.seeds[0],
+                         "threads": study.threads}))
+    for student in study.students:  # in the file's order: list cheap students first to see results early
+        for dataset, teacher_dir in teacher_dirs.items():
             for seed in study.seeds:
                 dirs = {v: study_dir / "distill" / dataset / f"{student}-{variant_name(v)}-s{seed}"
                         for v in study.variants}
                 baseline = next((d for v, d in dirs.items() if v.loss == "ce"), None)
                 for v, out in sorted(dirs.items(), key=lambda kv: kv[0].loss != "ce"):  # baselines first
                     runs.append(Run("distill", dataset, out.name, notebooks_dir / NOTEBOOKS["distill"], out, {
-                        **study.distill, "dataset": dataset, "student": student, "teacher_dir": str(teacher_dir),
-                        "out_dir": str(out), "data_dir": data, "loss": v.loss, "alpha": float(v.alpha),
-                        "temperature": float(v.temperature), "seed": seed, "threads": study.threads,
-                        "student_options": study.student_options.get(student, {}),
+                        **study.distill_for(dataset, student), "dataset": dataset, "student": student,
+                        "teacher_dir": str(teacher_dir), "out_dir": str(out), "data_dir": data, "loss": v.loss,
+                        "alpha": float(v.alpha), "temperature": float(v.temperature), "seed": seed,
+                        "threads": study.threads, "student_options": study.student_options.get(student, {}),
                         "baseline_dir": str(baseline) if baseline and v.loss != "ce" else "",
                         "train_teacher_if_missing": False}, needs=(teacher_dir,)))
     return runs

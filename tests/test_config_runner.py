@@ -18,6 +18,10 @@ distill:
   variants: [mse, ce, {loss: kl, temperature: 2, alpha: 0.5}]
   epochs: 2
   student_options: {bilstm: {emb_dim: 16}}
+per_dataset:
+  nergrit: {teacher: {epochs: 3}, distill: {epochs: 5}}
+per_student:
+  bert-tiny: {epochs: 7}
 """
 
 
@@ -33,6 +37,8 @@ def test_good_file_loads(tmp_path):
     assert study.variants[2] == config.Variant("kl", 0.5, 2)
     assert study.teacher == {"base_model": "tiny-random", "epochs": 1, "max_train_examples": 20}
     assert study.distill == {"epochs": 2}
+    assert study.teacher_for("nergrit")["epochs"] == 3 and study.teacher_for("smsa")["epochs"] == 1
+    assert study.distill_for("nergrit") == {"epochs": 5}
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -44,6 +50,10 @@ def test_good_file_loads(tmp_path):
     (("[mse, ce,", "[mse, cross,"), "unknown loss 'cross'"),
     (("alpha: 0.5", "alpha: 1.5"), "alpha must be in [0, 1]"),
     (("seeds: [0, 1]", "seeds: [zero]"), "seeds must be a non-empty list of integers"),
+    (("nergrit: {teacher", "casa: {teacher"), "per_dataset.casa: casa is not in this study's datasets"),
+    (("bert-tiny: {epochs: 7}", "bert-tiny: {epoch: 7}"), "per_student.bert-tiny: unknown key 'epoch'"),
+    (("bert-tiny: {epochs: 7}", "bert-huge: {epochs: 7}"), "unknown student 'bert-huge'"),
+    (("{teacher: {epochs: 3}", "{teacher: {epochs: 3, lr: fast}"), "per_dataset.nergrit.teacher.lr: 'fast' is a str"),
     (("study: t", "study: ../escape"), "study must be a plain folder name"),
     (("datasets: [smsa, NERGrit]", "datasets: [smsa, NERGrit"), "not valid YAML"),
 ])
@@ -69,6 +79,11 @@ def test_plan_order_paths_and_parameters(tmp_path, tiny_data_dir):
     assert kl.parameters["loss"] == "kl" and kl.parameters["temperature"] == 2.0 and kl.parameters["seed"] == 1
     assert kl.parameters["baseline_dir"].endswith("bert-tiny-no-kd-s1")
     assert kl.needs == (runs[0].out_dir,)
+    assert [r.stage for r in runs[:2]] == ["teacher", "teacher"]
+    epochs = {(r.dataset, r.parameters["student"]): r.parameters["epochs"] for r in runs if r.stage == "distill"}
+    assert epochs == {("smsa", "bilstm"): 2, ("nergrit", "bilstm"): 5, ("smsa", "bert-tiny"): 7,
+                      ("nergrit", "bert-tiny"): 7}  # per-student beats per-dataset beats the section
+    assert next(r for r in runs if r.name == "teacher/nergrit/teacher").parameters["epochs"] == 3
     bilstm = next(r for r in runs if r.variant == "bilstm-mse-s0")
     assert bilstm.parameters["student_options"] == {"emb_dim": 16}
     runner.check_parameters(runs)  # every parameter exists in its notebook
