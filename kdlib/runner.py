@@ -11,13 +11,14 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from kdlib import rundir
 from kdlib.config import Study, Variant
 from kdlib.errors import ConfigError
+from kdlib.exam import DistillParams, TeacherParams
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,17 @@ class Run:
         return f"{self.stage}/{self.dataset}/{self.variant}"
 
 
+def recipe_defaults(cls) -> dict[str, Any]:
+    """Every defaulted field of a recipe's params: a run never inherits a notebook's tiny demo defaults."""
+    out = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def variant_name(v: Variant) -> str:
     if v.loss == "ce":
         return "no-kd"
@@ -60,7 +72,8 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
     teacher_dirs = {d: study_dir / "teacher" / d / "teacher" for d in study.datasets}
     for dataset, teacher_dir in teacher_dirs.items():  # teachers first: every student needs one
         runs.append(Run("teacher", dataset, "teacher", notebooks_dir / NOTEBOOKS["teacher"], teacher_dir,
-                        {"models_dir": models_dir, **study.teacher_for(dataset), "dataset": dataset,
+                        {**recipe_defaults(TeacherParams), "models_dir": models_dir, **study.teacher_for(dataset),
+                         "dataset": dataset,
                          "out_dir": str(teacher_dir), "data_dir": data, "seed": study.seeds[0],
                          "threads": study.threads}))
     for student in study.students:  # in the file's order: list cheap students first to see results early
@@ -71,7 +84,8 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
                 baseline = next((d for v, d in dirs.items() if v.loss == "ce"), None)
                 for v, out in sorted(dirs.items(), key=lambda kv: kv[0].loss != "ce"):  # baselines first
                     runs.append(Run("distill", dataset, out.name, notebooks_dir / NOTEBOOKS["distill"], out, {
-                        **study.distill_for(dataset, student), "dataset": dataset, "student": student,
+                        **recipe_defaults(DistillParams), **study.distill_for(dataset, student),
+                        "dataset": dataset, "student": student,
                         "teacher_dir": str(teacher_dir), "out_dir": str(out), "data_dir": data, "loss": v.loss,
                         "alpha": float(v.alpha), "temperature": float(v.temperature), "seed": seed,
                         "threads": study.threads, "student_options": study.student_options.get(student, {}),

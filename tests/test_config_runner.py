@@ -87,6 +87,9 @@ def test_plan_order_paths_and_parameters(tmp_path, tiny_data_dir):
     bilstm = next(r for r in runs if r.variant == "bilstm-mse-s0")
     assert bilstm.parameters["student_options"] == {"emb_dim": 16}
     runner.check_parameters(runs)  # every parameter exists in its notebook
+    # unset keys come from the recipe's defaults, never from the notebook's tiny demo defaults
+    assert runs[0].parameters["max_length"] == 128 and bilstm.parameters["max_train_examples"] is None
+    assert bilstm.parameters["lr"] is None and bilstm.parameters["batch_size"] == 32
 
 
 def test_parameter_not_in_notebook_is_refused(tmp_path, tiny_data_dir):
