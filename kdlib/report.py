@@ -72,6 +72,7 @@ def plot_learning_curve(history: Sequence[dict], title: str = ""):
     """Training loss and validation F1 per epoch."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
 
     df = pd.DataFrame(history)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -79,6 +80,8 @@ def plot_learning_curve(history: Sequence[dict], title: str = ""):
     sns.lineplot(data=df.assign(valid_f1=100 * df["valid_f1"]), x="epoch", y="valid_f1", marker="o", ax=ax2)
     ax1.set(title="training loss", ylabel="loss")
     ax2.set(title="validation F1", ylabel="F1 (%)")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
