@@ -82,10 +82,40 @@ def _add_teacher(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import signal
+
     from kdlib.runner import run_study
 
-    summary = run_study(args.params, force=args.force, dry_run=args.dry_run, kernel=args.kernel,
-                        data_dir=args.data_dir)
+    if args.jobs < 1:
+        raise KdExamError(f"--jobs must be at least 1, got {args.jobs}.")
+    if args.scheduler and args.executor == "local":
+        args.executor = "dask"  # --scheduler alone means: send the runs there
+    if args.executor == "dask":
+        import dask
+
+        args.scheduler = args.scheduler or dask.config.get("scheduler-address", None)
+        if not args.scheduler:
+            raise KdExamError("--executor dask needs --scheduler ADDRESS (tcp://host:8786 or a scheduler file), or "
+                              "DASK_SCHEDULER_ADDRESS set.")
+        if args.jobs != 1:
+            raise KdExamError(f"--jobs {args.jobs} is for the local executor; on a Dask cluster its workers decide "
+                              "how many runs go at once.")
+
+    if not args.verbose:  # Dask's scheduler logs every connection at INFO, through the root logger's handler
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+    def terminate(signum, frame):  # SLURM, Kubernetes and `kill` send SIGTERM: stop as cleanly as on Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        summary = run_study(args.params, force=args.force, dry_run=args.dry_run, kernel=args.kernel,
+                            data_dir=args.data_dir, jobs=args.jobs, scheduler=args.scheduler)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if summary.interrupted:
+        print("kdexam: interrupted; finished results are kept, rerun the same command to resume.", file=sys.stderr)
+        return 130
     return 0 if summary.ok else 1
 
 
@@ -93,13 +123,23 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a study: every notebook run of a params file, resumable",
                        description="Validate PARAMS (a study YAML file) completely, expand it into notebook runs "
                                    "(teacher per dataset, then students x variants x seeds) and execute them with "
-                                   "papermill into outputs/<study>/. Finished runs are skipped; unfinished ones "
-                                   "are redone. Exits 1 if any run failed.")
+                                   "papermill into outputs/<study>/, in parallel where they do not depend on each "
+                                   "other. Finished runs are skipped; unfinished ones are redone. Exits 1 if any "
+                                   "run failed, 130 if interrupted.")
     p.add_argument("params", metavar="PARAMS", help="study file, e.g. params/quickstart.yaml")
     p.add_argument("--data-dir", metavar="DIR", help="IndoNLU data folder (overrides the file and $KDEXAM_DATA_DIR)")
     p.add_argument("--force", action="store_true", help="rerun runs that are already done")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs without executing them")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel for papermill (default: %(default)s)")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="runs at once on this machine, each in its own process with cores/N torch threads "
+                        "(unless the study sets threads:) (default: %(default)s)")
+    p.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="local: a Dask LocalCluster of N worker processes; dask: an existing Dask cluster "
+                        "(default: %(default)s)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="the Dask scheduler for --executor dask: tcp://host:8786 or a scheduler JSON file "
+                        "(default: $DASK_SCHEDULER_ADDRESS); workers must see the study's folders at the same paths")
     p.set_defaults(func=_run)
 
 
@@ -130,6 +170,115 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_report)
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kdlib import data, profile
+
+    study = Path(args.study).resolve()
+    datasets = args.dataset or sorted(d.name for d in (study / "teacher").glob("*/") if d.is_dir())
+    if not datasets:
+        raise KdExamError(f"no teacher under {study / 'teacher'}; point --study at a study folder (outputs/<study>) "
+                          "or name --dataset.")
+    for dataset in datasets:
+        key = data.get_spec(dataset).key
+        out = Path(args.out).resolve() / key if args.out else study / "profile" / key / "profile"
+        params = profile.ProfileParams(
+            study_dir=str(study), dataset=key, out_dir=str(out),
+            data_dir=args.data_dir or profile.teacher_data_dir(study, key), thread_counts=args.threads,
+            batch_sizes=args.batch, input_kinds=args.inputs, fixed_length=args.fixed_length, warmup=args.warmup,
+            runs=args.runs, onnx=not args.no_onnx, int8=not args.no_int8, memory=not args.no_memory,
+            max_test_examples=args.max_test_examples)
+        result = profile.run_profile(params)
+        print(f"{key}: {out / profile.PROFILE} ({result.profile['machine']['cpu']}, threads "
+              f"{result.profile['threads']})")
+        print(profile.size_table(result.profile).to_string())
+        print("\n× faster than the teacher in PyTorch (median ms per batch; real inputs):")
+        print(profile.speedup_table(result.profile).to_string())
+    return 0
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="measure size, CPU latency, RAM, ONNX and int8 of a study's models",
+                       description="Profile the teacher and every student architecture of a study's dataset(s) on "
+                                   "this machine: parameters, MB on disk (safetensors, ONNX, int8), median/p90 "
+                                   "latency per thread count x batch size on real and fixed-length test inputs, "
+                                   "peak RAM in a fresh process, ONNX agreement with PyTorch, int8 F1. Writes "
+                                   "profile.json per dataset (the study's profile stage does the same).")
+    p.add_argument("--study", required=True, metavar="DIR", help="study folder, e.g. outputs/quickstart")
+    p.add_argument("--dataset", "-d", action="append", metavar="KEY",
+                   help="only this dataset (repeatable; default: every dataset with a teacher in the study)")
+    p.add_argument("--out", metavar="DIR",
+                   help="write DIR/<dataset>/profile.json instead of <study>/profile/<dataset>/profile/")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="IndoNLU data folder (default: the one the teacher was trained on)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 0], metavar="N",
+                   help="thread counts to measure, 0 = all cores (default: 1 0)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 32], metavar="B", help="batch sizes (default: 1 32)")
+    p.add_argument("--inputs", nargs="+", choices=("real", "fixed"), default=["real", "fixed"],
+                   help="real test inputs at their own lengths and/or fixed-length ones (default: both)")
+    p.add_argument("--fixed-length", type=int, default=64, metavar="L", help="positions per fixed input (default: 64)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed batches per setting (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=30, help="timed batches per setting (default: %(default)s)")
+    p.add_argument("--max-test-examples", type=int, metavar="N",
+                   help="score F1 per engine on N test examples (default: all)")
+    p.add_argument("--no-onnx", action="store_true", help="skip ONNX timing")
+    p.add_argument("--no-int8", action="store_true", help="skip int8 quantization")
+    p.add_argument("--no-memory", action="store_true", help="skip the fresh-process RAM measurements")
+    p.set_defaults(func=_profile)
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kdlib import report
+
+    study = Path(args.study)
+    if not study.is_dir():
+        raise KdExamError(f"study folder {study} not found; run `kdexam run PARAMS` first (studies live in outputs/).")
+    board = report.scoreboard(report.study_frame(study, threads=args.threads, inputs=args.inputs))
+    recs = report.recommend(board, dataset=args.dataset, max_latency_ms=args.max_latency_ms,
+                            max_size_mb=args.max_size_mb, max_ram_mb=args.max_ram_mb, engine=args.engine,
+                            batch=args.batch)
+    if args.format == "json":
+        print(report.recommendations_json(recs))
+        return 0
+    if args.format == "csv":
+        print(report.recommendations_table(recs).to_csv(index=False), end="")
+        return 0
+    limits = [f"latency <= {args.max_latency_ms:g} ms" if args.max_latency_ms is not None else "",
+              f"size <= {args.max_size_mb:g} MB" if args.max_size_mb is not None else "",
+              f"RAM <= {args.max_ram_mb:g} MB" if args.max_ram_mb is not None else ""]
+    threads = int(board["threads"].dropna().iloc[0]) if board["threads"].notna().any() else args.threads
+    print(f"best student per dataset for {', '.join(x for x in limits if x) or 'no limit'} — latency: median ms per "
+          f"batch of {args.batch}, {args.engine}, {threads} thread(s), {args.inputs} inputs — {study}")
+    for rec in recs:
+        print(f"  {rec.message}")
+    return 0
+
+
+def _add_recommend(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recommend", help="the best student per dataset within a CPU latency/size/RAM budget",
+                       description="From a study's metrics and profiles: per dataset, the student with the best test "
+                                   "F1 (its variant chosen on validation F1) whose latency, size on disk and RAM fit "
+                                   "the limits, with its F1, Δ to the teacher and costs. When nothing fits, names "
+                                   "the limit that excludes every student and what the cheapest one would need.")
+    p.add_argument("--study", required=True, metavar="DIR", help="study folder, e.g. outputs/quickstart")
+    p.add_argument("--dataset", "-d", metavar="KEY", help="only this dataset (default: every profiled one)")
+    p.add_argument("--max-latency-ms", type=float, metavar="X", help="median ms per batch (of --batch examples)")
+    p.add_argument("--max-size-mb", type=float, metavar="Y", help="MB on disk (of the --engine's model file)")
+    p.add_argument("--max-ram-mb", type=float, metavar="Z", help="MB of RAM the model adds to a process")
+    p.add_argument("--engine", choices=("torch", "onnx", "int8"), default="torch",
+                   help="how the model would be served (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the latency limit (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="thread count of the latency, 0 = all cores profiled "
+                                                           "(default: %(default)s)")
+    p.add_argument("--inputs", choices=("real", "fixed"), default="real",
+                   help="latency on real test inputs or fixed-length ones (default: %(default)s)")
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format")
+    p.set_defaults(func=_recommend)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdexam",
@@ -142,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_teacher(sub)
     _add_run(sub)
     _add_report(sub)
+    _add_profile(sub)
+    _add_recommend(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ per_dataset:                      # optional overrides of the teacher/distill se
   smsa: {teacher: {epochs: 1}}
 per_student:                      # optional overrides of the distill section for one student
   bert-small: {epochs: 3}
+ablation: {loss: {}}              # optional: the ablation stages of notebooks 03-05 (see _ablation below)
 ```
 Every unknown key, dataset, student, loss or wrongly typed value is an error naming it and the file.
 """
@@ -33,9 +34,11 @@ from kdlib.exam import DistillParams, TeacherParams
 
 TOP_KEYS = {"study", "description", "data_dir", "output_dir", "datasets", "seeds", "threads", "teacher", "distill",
             "per_dataset", "per_student"}
+TOP_KEYS |= {"ablation"}  # the ablation stages (notebooks 03-05), parsed by _ablation below
 # Set by the runner per run, never by a params file.
 RUN_OWNED = {"dataset", "out_dir", "data_dir", "seed", "threads", "student", "teacher_dir", "loss", "alpha",
              "temperature", "student_options"}
+RUN_OWNED |= {"stage", "variant"}  # ablation runs: set by the runner
 DISTILL_EXTRA = {"students", "variants", "student_options"}
 
 
@@ -69,6 +72,10 @@ class Study:
         return {**self.teacher, **self.per_dataset.get(dataset, {}).get("teacher", {})}
 
     per_student: dict[str, dict] = field(default_factory=dict)  # student -> distill overrides
+
+    ablation: Ablation | None = None  # the ablation stages, when the file has an ablation: section
+    profile: dict[str, Any] | None = None  # ProfileParams settings when the file has a profile: section
+    tracking: str | None = None  # "mlflow": log every finished run to MLflow (kdlib.tracking)
 
     def distill_for(self, dataset: str, student: str = "") -> dict[str, Any]:
         return {**self.distill, **self.per_dataset.get(dataset, {}).get("distill", {}),
@@ -193,4 +200,212 @@ def load_params(path: str | os.PathLike) -> Study:
                  description=str(raw.get("description", "")), data_dir=raw.get("data_dir"),
                  output_dir=str(raw.get("output_dir", "outputs")), threads=threads, teacher=teacher,
                  students=students, variants=variants, distill=distill, student_options=options,
-                 per_dataset=per_dataset, per_student=per_student)
+                 per_dataset=per_dataset, per_student=per_student,
+                 ablation=_ablation(raw.get("ablation"), path, students, datasets),
+                 profile=_profile(raw.get("profile", False), path, datasets),
+                 tracking=_tracking(raw.get("tracking"), path))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The ablation section (notebooks 03-05)
+#
+# ablation:
+#   seeds: [0, 1, 2]                 # default [0, 1, 2]: ablations compare variants over seeds
+#   students: [bilstm]               # default: distill.students, else [bilstm]
+#   loss: {}                         # {} = the default grid; or variants: [mse, {loss: kl, temperature: 2}, ...]
+#   embedding:                       # word students: variants; BERT students: bert_variants (init folders)
+#     variants: [random, word2vec, {embedding: fasttext, freeze_embeddings: true}, /path/cc.id.300.vec]
+#     bert_variants: [random, /path/to/google-bert-miniature]
+#   augmentation:
+#     variants: [{transfer: train, transfer_size: 1}, {transfer: tang, transfer_size: 5}, {transfer: indonlu, ...}]
+#     p_mask: 0.1                    # any other AblationParams field applies to every run of the stage
+# A stage runs when its key is present. Relative paths are relative to the params file.
+
+ABLATION_KINDS = ("loss", "embedding", "augmentation")
+ABLATION_KEYS = {"seeds", "students", *ABLATION_KINDS}
+DEFAULT_ABLATION_SEEDS = (0, 1, 2)
+KD_KEYS = ("loss", "alpha", "temperature")
+
+
+@dataclass(frozen=True)
+class AblationVariant:
+    """One cell of an ablation grid: AblationParams settings, plus student options (a BERT student's init)."""
+
+    settings: dict[str, Any]
+    student_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AblationStage:
+    kind: str  # one of ABLATION_KINDS
+    variants: tuple[AblationVariant, ...]  # for every student (embedding: word students only)
+    bert_variants: tuple[AblationVariant, ...] = ()  # embedding: BERT students
+    settings: dict[str, Any] = field(default_factory=dict)  # AblationParams fields for every run of the stage
+
+
+@dataclass(frozen=True)
+class Ablation:
+    seeds: tuple[int, ...]
+    students: tuple[str, ...]
+    stages: tuple[AblationStage, ...]
+
+
+DEFAULT_ABLATION_VARIANTS: dict[str, list] = {
+    # the issue's grid: MSE; KL at T = 1, 2, 4, 8 (scaled by T^2); no KD; alpha-mixes with MSE and with KL(T=2)
+    "loss": ["mse", *({"loss": "kl", "temperature": t} for t in (1, 2, 4, 8)), "ce",
+             *({"loss": "mse", "alpha": a} for a in (0.1, 0.5)),
+             *({"loss": "kl", "temperature": 2, "alpha": a} for a in (0.1, 0.5))],
+    "embedding": ["random", "word2vec", {"embedding": "word2vec", "freeze_embeddings": True}, "fasttext",
+                  {"embedding": "fasttext", "freeze_embeddings": True}],
+    "augmentation": [{"transfer": "train", "transfer_size": 1}, *({"transfer": k, "transfer_size": n}
+                                                                 for k in ("tang", "indonlu") for n in (5, 10))],
+}
+
+
+def _local_path(value: str, base: Path, where: str, *, folder: bool = False) -> str:
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not (path.is_dir() if folder else path.is_file()):
+        raise ConfigError(f"{where}: {value!r} is not {'a folder' if folder else 'a file'} (looked for {path}).")
+    return str(path.resolve())
+
+
+def _ablation_variant(kind: str, raw: Any, base: Path, where: str, *, bert: bool = False) -> AblationVariant:
+    """One variant of an ablation stage, validated; shorthand strings name the varied setting."""
+    from kdlib.augment import KINDS
+    from kdlib.embeddings import SOURCES
+
+    if kind == "loss":
+        v = _variant(raw, where)
+        return AblationVariant({"loss": v.loss, "alpha": float(v.alpha), "temperature": float(v.temperature)})
+    main = "init" if bert else {"embedding": "embedding", "augmentation": "transfer"}[kind]
+    allowed = {"init"} if bert else {"embedding": {"embedding", "freeze_embeddings"},
+                                     "augmentation": {"transfer", "transfer_size"}}[kind]
+    raw = {main: raw} if isinstance(raw, str) else raw
+    if not isinstance(raw, dict) or main not in raw or set(raw) - allowed:
+        raise ConfigError(f"{where}: a variant is a {main} name or a mapping with keys {', '.join(sorted(allowed))}, "
+                          f"not {raw!r}.")
+    raw = dict(raw)
+    if not isinstance(raw[main], str):
+        raise ConfigError(f"{where}.{main}: {raw[main]!r} is a {type(raw[main]).__name__}, expected a name or path.")
+    if bert:
+        init = raw["init"] if raw["init"] == "random" else _local_path(raw["init"], base, where, folder=True)
+        return AblationVariant({}, {"init": init})
+    if kind == "embedding":
+        if raw["embedding"] not in SOURCES:
+            raw["embedding"] = _local_path(raw["embedding"], base, where)
+        if not isinstance(raw.get("freeze_embeddings", False), bool):
+            raise ConfigError(f"{where}.freeze_embeddings: {raw['freeze_embeddings']!r} is not true or false.")
+        return AblationVariant({"freeze_embeddings": False, **raw})
+    if raw["transfer"] not in KINDS:
+        raw["transfer"] = _local_path(raw["transfer"], base, where)
+    size = raw.setdefault("transfer_size", 1)
+    if not _type_ok(size, float) or size < 1 or (raw["transfer"] == "train" and size != 1):
+        raise ConfigError(f"{where}.transfer_size: {size!r}; a transfer set is >= 1 times the train split, and "
+                          "transfer 'train' is exactly 1.")
+    return AblationVariant({"transfer": raw["transfer"], "transfer_size": float(size)})
+
+
+def _ablation_stage(kind: str, raw: Any, base: Path, where: str) -> AblationStage:
+    from kdlib.exam import AblationParams
+
+    if raw is None or raw is True:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping (variants: [...] and settings), or {{}} for the default grid.")
+    extra = {"variants"} | ({"bert_variants"} if kind == "embedding" else set()) | (set() if kind == "loss" else
+                                                                                      set(KD_KEYS))
+    settings = _check_section(raw, AblationParams, extra, where)
+    if kind != "loss" and any(k in raw for k in KD_KEYS):  # the loss every run of this stage distils with
+        v = _variant({k: raw[k] for k in KD_KEYS if k in raw}, f"{where}.loss")
+        settings.update(loss=v.loss, alpha=float(v.alpha), temperature=float(v.temperature))
+    if settings.get("embedding_text"):
+        settings["embedding_text"] = _local_path(settings["embedding_text"], base, f"{where}.embedding_text")
+
+    def parse(key: str, bert: bool = False) -> tuple[AblationVariant, ...]:
+        values = raw.get(key, ["random"] if bert else DEFAULT_ABLATION_VARIANTS[kind])
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.{key}: a non-empty list of variants.")
+        out = tuple(_ablation_variant(kind, v, base, f"{where}.{key}[{i}]", bert=bert) for i, v in enumerate(values))
+        if len(set(map(repr, out))) != len(out):
+            raise ConfigError(f"{where}.{key}: the same variant is listed twice.")
+        return out
+
+    return AblationStage(kind, parse("variants"), parse("bert_variants", bert=True) if kind == "embedding" else (),
+                         settings)
+
+
+def _ablation(raw: Any, path: Path, students: tuple[str, ...], datasets: tuple[str, ...]) -> Ablation | None:
+    """The study's ablation section, validated whole (see the comment above)."""
+    from kdlib.models import get_student
+
+    if raw is None:
+        return None
+    where = f"{path}: ablation"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with seeds, students and one or more of "
+                          f"{', '.join(ABLATION_KINDS)}.")
+    unknown = set(raw) - ABLATION_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                          f"{', '.join(sorted(ABLATION_KEYS))}.")
+    seeds = raw.get("seeds", list(DEFAULT_ABLATION_SEEDS))
+    if not isinstance(seeds, list) or not seeds or not all(_type_ok(s, int) for s in seeds) or \
+            len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}.seeds: a list of distinct integers, got {seeds!r}.")
+    chosen = raw.get("students", list(students) or ["bilstm"])
+    if not isinstance(chosen, list) or not chosen:
+        raise ConfigError(f"{where}.students: a non-empty list of students, got {chosen!r}.")
+    base = path.resolve().parent
+    stages = tuple(_ablation_stage(kind, raw[kind], base, f"{where}.{kind}") for kind in ABLATION_KINDS if kind in raw)
+    if not stages:
+        raise ConfigError(f"{where}: name at least one of {', '.join(ABLATION_KINDS)} (an empty mapping runs its "
+                          "default grid).")
+    for stage in stages:
+        pools = [v.settings["transfer"] for v in stage.variants
+                 if v.settings.get("transfer", "train") not in ("train", "tang")]
+        if "facqa" in datasets and pools:
+            raise ConfigError(f"{where}.augmentation: FacQA needs a question per passage; an unlabelled pool "
+                              f"({pools[0]}) has none. Use transfer: tang, or leave facqa out of this study.")
+    return Ablation(tuple(seeds), tuple(get_student(str(s)).name for s in chosen), stages)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The profile section (notebook 06 per dataset, then the analysis, notebook 07, over the whole study)
+#
+# profile:                          # present (even empty): profile every dataset, then analyse the study
+#   thread_counts: [1, 0]           # any ProfileParams field; 0 = all cores
+#   batch_sizes: [1, 32]
+#   runs: 30
+
+TOP_KEYS |= {"profile"}
+RUN_OWNED |= {"study_dir"}  # profile and analysis runs: set by the runner
+
+
+def _profile(raw: Any, path: Path, datasets: tuple[str, ...]) -> dict[str, Any] | None:
+    """The profile section's ProfileParams settings; None (no profile or analysis runs) when it is absent or false."""
+    from kdlib.profile import ProfileParams, check_params
+
+    if raw is False:
+        return None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: profile: expected a mapping of ProfileParams settings (or nothing), got {raw!r}.")
+    section = _check_section(raw or {}, ProfileParams, set(), f"{path}: profile")
+    check_params(ProfileParams(study_dir="", dataset=datasets[0], out_dir="", **section), where=f"{path}: profile")
+    return section
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tracking (optional): `tracking: mlflow` logs every finished run's parameters, metrics and executed notebook to
+# $MLFLOW_TRACKING_URI, else a file store in <output_dir>/mlruns (kdlib.tracking)
+
+TOP_KEYS |= {"tracking"}
+TRACKERS = ("mlflow",)
+
+
+def _tracking(raw: Any, path: Path) -> str | None:
+    if raw is None or raw is False:
+        return None
+    if raw not in TRACKERS:
+        raise ConfigError(f"{path}: tracking: {raw!r} is not a tracker; known: {', '.join(TRACKERS)}.")
+    return raw

@@ -4,6 +4,9 @@ Each run is one papermill execution of a numbered notebook into its own folder,
 `<output_dir>/<study>/<stage>/<dataset>/<variant>/`, holding the executed notebook, params.json, metrics.json, the
 model, and `done.json` written last. Folders with done.json are skipped (unless forced); folders without it are
 rerun, and training inside them resumes from its last epoch checkpoint.
+
+Runs execute as Dask tasks (kdlib.parallel): `jobs` at once on this machine, or on an existing Dask cluster. A run
+is submitted once every run it needs is done; one that fails blocks only the runs that need it.
 """
 from __future__ import annotations
 
@@ -11,19 +14,25 @@ import logging
 import shutil
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from kdlib import rundir
-from kdlib.config import Study, Variant
+from kdlib import parallel, rundir
+from kdlib.config import AblationVariant, Study, Variant
 from kdlib.errors import ConfigError
 from kdlib.exam import DistillParams, TeacherParams
 
 log = logging.getLogger(__name__)
 
 NOTEBOOKS = {"teacher": "01_teacher.ipynb", "distill": "02_distill.ipynb"}
+NOTEBOOKS.update({"ablation-loss": "03_ablation_loss.ipynb", "ablation-embedding": "04_ablation_embedding.ipynb",
+                  "ablation-augmentation": "05_ablation_augmentation.ipynb"})
+NOTEBOOKS.update({"profile": "06_profile.ipynb", "analysis": "07_analysis.ipynb"})
 REPO_ROOT = Path(__file__).resolve().parents[1]
+EXCLUSIVE_STAGES = {"profile"}  # they measure latency and memory: with --jobs N they run alone, one at a time
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,85 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
                         "threads": study.threads, "student_options": study.student_options.get(student, {}),
                         "baseline_dir": str(baseline) if baseline and v.loss != "ce" else "",
                         "train_teacher_if_missing": False}, needs=(teacher_dir,)))
+    runs += plan_ablations(study, study_dir, teacher_dirs, data, models_dir, notebooks_dir)
+    runs += profile_runs(study, runs, study_dir, notebooks_dir, data)
     return runs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ablation stages (notebooks 03-05): one run per dataset x student x variant x seed, like distill runs. The last
+# run of each (stage, dataset, student) grid needs all the others, so its notebook's tables and winners see the
+# whole grid, whatever order or parallelism executes the runs.
+
+def ablation_variant_name(kind: str, v: AblationVariant, *, bert: bool = False) -> str:
+    """Folder-safe names: 'kl-T2-a0.5', 'word2vec-frozen', 'vec-cc.id.300', 'init-random', 'tang-x5'."""
+    from kdlib.augment import transfer_name
+    from kdlib.embeddings import source_name
+
+    if kind == "loss":
+        return variant_name(Variant(v.settings["loss"], v.settings["alpha"], v.settings["temperature"]))
+    if bert:
+        return "init-" + Path(v.student_options["init"]).name
+    if kind == "embedding":
+        return source_name(v.settings["embedding"]) + ("-frozen" if v.settings.get("freeze_embeddings") else "")
+    return transfer_name(v.settings["transfer"], v.settings["transfer_size"])
+
+
+def plan_ablations(study: Study, study_dir: Path, teacher_dirs: dict[str, Path], data: str, models_dir: str,
+                   notebooks_dir: Path) -> list[Run]:
+    """The runs of the study's ablation section, after its other runs; none without an ablation: section."""
+    from dataclasses import replace
+
+    from kdlib.exam import AblationParams
+    from kdlib.models import get_student
+
+    if study.ablation is None:
+        return []
+    runs: list[Run] = []
+    for stage in study.ablation.stages:
+        name = f"ablation-{stage.kind}"
+        for student in study.ablation.students:
+            bert = stage.kind == "embedding" and get_student(student).kind != "word"
+            variants = stage.bert_variants if bert else stage.variants
+            for dataset, teacher_dir in teacher_dirs.items():
+                grid = []
+                for seed in study.ablation.seeds:  # seeds outside: a whole first seed of the grid comes first
+                    for v in variants:
+                        label = ablation_variant_name(stage.kind, v, bert=bert)
+                        out = study_dir / name / dataset / f"{student}-{label}-s{seed}"
+                        grid.append(Run(name, dataset, out.name, notebooks_dir / NOTEBOOKS[name], out, {
+                            **recipe_defaults(AblationParams), "embedding_dir": str(Path(models_dir) / "embeddings"),
+                            **study.distill_for(dataset, student), **stage.settings, **v.settings,
+                            "dataset": dataset, "student": student, "teacher_dir": str(teacher_dir),
+                            "out_dir": str(out), "data_dir": data, "seed": seed, "threads": study.threads,
+                            "student_options": {**study.student_options.get(student, {}), **v.student_options},
+                            "stage": name, "variant": label, "train_teacher_if_missing": False}, needs=(teacher_dir,)))
+                last = grid[-1]
+                grid[-1] = replace(last, needs=(teacher_dir, *(r.out_dir for r in grid[:-1])))
+                runs += grid
+    return runs
+
+
+def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: Path, data: str) -> list[Run]:
+    """With a profile: section: per dataset, a profile run once its teacher and students are done; then one analysis
+    of the whole study once every profile is done (it writes report.html from its own executed notebook)."""
+    from kdlib.profile import ProfileParams
+
+    if study.profile is None:
+        return []
+    profiles = []
+    for dataset in study.datasets:
+        out = study_dir / "profile" / dataset / "profile"
+        needs = tuple(r.out_dir for r in runs if r.dataset == dataset and r.stage in ("teacher", "distill"))
+        profiles.append(Run("profile", dataset, "profile", notebooks_dir / NOTEBOOKS["profile"], out, {
+            **recipe_defaults(ProfileParams), **study.profile, "study_dir": str(study_dir), "dataset": dataset,
+            "out_dir": str(out), "data_dir": data, "prepare_if_missing": False}, needs=needs))
+    out = study_dir / "analysis" / "all" / "analysis"
+    notebook = notebooks_dir / NOTEBOOKS["analysis"]
+    analysis = Run("analysis", "all", "analysis", notebook, out, {
+        "study_dir": str(study_dir), "out_dir": str(out), "executed_notebook": str(out / notebook.name),
+        "prepare_if_missing": False}, needs=tuple(r.out_dir for r in profiles))
+    return [*profiles, analysis]
 
 
 def check_parameters(runs: list[Run]) -> None:
@@ -116,67 +203,134 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # run, executed notebook, error
     blocked: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # still queued or running when interrupted
+    interrupted: bool = False
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.blocked
+        return not self.failed and not self.blocked and not self.unfinished
 
     def render(self) -> str:
         lines = [f"done {len(self.done)}, skipped (already done) {len(self.skipped)}, failed {len(self.failed)}, "
-                 f"blocked {len(self.blocked)}"]
+                 f"blocked {len(self.blocked)}" + (f", unfinished {len(self.unfinished)}" if self.interrupted else "")
+                 + f" in {self.seconds:.0f}s"]
         lines += [f"  FAILED {name}: {error}\n         see {nb}" for name, nb, error in self.failed]
         lines += [f"  BLOCKED {name}: a run it needs did not finish" for name in self.blocked]
+        if self.interrupted:
+            lines.append(f"  INTERRUPTED: {len(self.unfinished)} run(s) left unfinished (no done.json); rerun the "
+                         "same command to resume them")
         return "\n".join(lines)
 
 
 def execute_run(run: Run, *, kernel: str = "python3") -> None:
-    """One papermill execution; done.json is written only after the notebook finished without error."""
-    import papermill
+    """One papermill execution in this process; done.json is written only after the notebook finished."""
+    parallel.execute_notebook(run.name, run.notebook, run.out_dir, run.parameters, kernel)
 
-    run.out_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(run.out_dir / "params.json", {"run": run.name, "notebook": run.notebook.name,
-                                                    "parameters": run.parameters})
+
+def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jobs: int = 1,
+            scheduler: str | None = None, echo=print, on_done: Callable[[Run], None] | None = None) -> Summary:
+    """Run what is not done yet as Dask tasks, each once the runs it needs are done; a failure blocks only those.
+
+    Local: `jobs` worker processes. `scheduler`: an existing Dask cluster. A run is submitted only when it can
+    start (not as a task depending on its teacher's task), so Dask places it on any free worker. Ctrl-C (or SIGTERM
+    from the CLI) returns the summary so far with `interrupted` set: unfinished runs have no done.json.
+    """
+    from distributed import as_completed
+
     started = time.perf_counter()
-    papermill.execute_notebook(str(run.notebook), str(run.out_dir / run.notebook.name), parameters=run.parameters,
-                               kernel_name=kernel, cwd=str(run.out_dir), progress_bar=False, log_output=False)
-    rundir.mark_done(run.out_dir, run=run.name, seconds=round(time.perf_counter() - started, 1))
-
-
-def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", echo=print) -> Summary:
-    """Run what is not done yet, in order; a failure blocks only the runs that need it."""
-    from papermill.exceptions import PapermillExecutionError
-
     summary = Summary()
-    unfinished: set[Path] = set()
-    for i, run in enumerate(runs, 1):
-        tag = f"[{i}/{len(runs)}] {run.name}"
+    waiting: list[Run] = []
+    for run in runs:
         if force and run.out_dir.exists():
             shutil.rmtree(run.out_dir)
         if rundir.is_done(run.out_dir):
             summary.skipped.append(run.name)
-            echo(f"{tag}: already done, skipped")
-            continue
-        if any(n in unfinished or not rundir.is_done(n) for n in run.needs):
-            summary.blocked.append(run.name)
-            unfinished.add(run.out_dir)
-            echo(f"{tag}: blocked")
-            continue
-        echo(f"{tag}: running {run.notebook.name} -> {run.out_dir}")
-        started = time.perf_counter()
+        else:
+            waiting.append(run)
+    if summary.skipped:
+        echo(f"{len(summary.skipped)} run(s) already done: skipped")
+    if not waiting:
+        return summary
+    total, topic = len(waiting), f"kdexam-{uuid.uuid4().hex}"
+    state: dict[Path, str] = {run.out_dir: "waiting" for run in waiting}  # then "running", "done", "failed", "blocked"
+    running: dict[Any, Run] = {}
+    tag = lambda run: f"[{total - len(waiting) - len(running)}/{total}] {run.name}"  # noqa: E731
+
+    def need_state(path: Path) -> str:
+        return state.get(path) or ("done" if rundir.is_done(path) else "missing")
+
+    def submit_ready(c, queue) -> None:
+        """Submit runs whose needs are done, in plan order, while a worker thread is free; block those whose needs
+        cannot be done. Dask would place a task at once, on its guess of how long tasks take (none: ours take
+        minutes to hours), so a run could wait behind another while a worker idles; with no more runs in flight than
+        worker threads, each starts on a free worker. A run of an EXCLUSIVE stage starts when nothing else runs,
+        and nothing after it in the plan starts beside it."""
+        capacity = max(1, sum(c.nthreads().values()))
+        hold = any(r.stage in EXCLUSIVE_STAGES for r in running.values())
+        for run in list(waiting):
+            needs = [need_state(n) for n in run.needs]
+            if any(s in ("failed", "blocked", "missing") for s in needs):
+                waiting.remove(run)
+                state[run.out_dir] = "blocked"
+                summary.blocked.append(run.name)
+                echo(f"{tag(run)}: blocked (a run it needs did not finish)")
+                continue
+            if hold or len(running) >= capacity or not all(s == "done" for s in needs):
+                continue
+            if run.stage in EXCLUSIVE_STAGES:
+                hold = True
+                if running:
+                    continue
+            waiting.remove(run)
+            future = c.submit(parallel.notebook_task, run.name, run.notebook, run.out_dir, run.parameters,
+                              kernel, topic, key=f"{run.stage}-{uuid.uuid4().hex}")
+            running[future], state[run.out_dir] = run, "running"
+            queue.add(future)
+
+    with parallel.client(jobs, scheduler) as c:
+        c.subscribe_topic(topic, lambda event: echo(f"  started {event[1]['run']} on worker {event[1]['worker']} "
+                                                    f"({event[1]['threads']} threads)"))
+        echo(f"{total} run(s) to do on {scheduler or f'{jobs} local worker process(es)'}")
+        queue = as_completed()
         try:
-            execute_run(run, kernel=kernel)
-        except PapermillExecutionError as e:
-            summary.failed.append((run.name, str(run.out_dir / run.notebook.name), f"{e.ename}: {e.evalue}"))
-            unfinished.add(run.out_dir)
-            echo(f"{tag}: FAILED ({e.ename}: {e.evalue})")
-            continue
-        summary.done.append(run.name)
-        echo(f"{tag}: done in {time.perf_counter() - started:.0f}s")
+            submit_ready(c, queue)
+            for future in queue:
+                run = running.pop(future)
+                outcome = _outcome(future, run)
+                state[run.out_dir] = outcome.status
+                if outcome.status == "done":
+                    summary.done.append(run.name)
+                    echo(f"{tag(run)}: done in {outcome.seconds:.0f}s")
+                    if on_done:
+                        on_done(run)
+                else:
+                    summary.failed.append((run.name, str(run.out_dir / run.notebook.name), outcome.error))
+                    echo(f"{tag(run)}: FAILED ({outcome.error})")
+                submit_ready(c, queue)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            summary.unfinished = [r.name for r in [*running.values(), *waiting]]
+            c.cancel(list(running))
+    if not summary.interrupted:
+        summary.blocked += [r.name for r in waiting]  # needs that can never finish (a cycle)
+    summary.seconds = time.perf_counter() - started
     return summary
 
 
+def _outcome(future, run: Run) -> parallel.Outcome:
+    """A task's Outcome; a task that never reported one (its worker died, it was cancelled) failed."""
+    if future.status == "finished":
+        return future.result()
+    if future.status == "error":
+        error = future.exception()
+        return parallel.Outcome(run.name, "failed", error=f"{type(error).__name__}: {error}")
+    return parallel.Outcome(run.name, "failed", error=f"the task was {future.status}")
+
+
 def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: str = "python3",
-              data_dir: str | None = None, root: Path = REPO_ROOT, echo=print) -> Summary:
+              data_dir: str | None = None, root: Path = REPO_ROOT, jobs: int = 1, scheduler: str | None = None,
+              echo=print) -> Summary:
     from kdlib.config import load_params
 
     study = load_params(path)
@@ -188,7 +342,12 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
             state = "done" if rundir.is_done(run.out_dir) else "to run"
             echo(f"  {run.name} ({state})")
         return Summary(skipped=[r.name for r in runs])
-    summary = execute(runs, force=force, kernel=kernel, echo=echo)
+    on_done = None
+    if study.tracking == "mlflow":
+        from kdlib import tracking
+
+        on_done = tracking.mlflow_logger(study.name, study.study_dir(root).parent / "mlruns", echo=echo)
+    summary = execute(runs, force=force, kernel=kernel, jobs=jobs, scheduler=scheduler, echo=echo, on_done=on_done)
     echo(summary.render())
     sys.stdout.flush()
     return summary

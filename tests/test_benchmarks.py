@@ -1,0 +1,61 @@
+"""The benchmarks run end to end on seconds-long settings (--tiny) and print their tables."""
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kdlib import config
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch, tmp_path, _tiny_master):
+    """Run benchmarks/<name>.py's main() in this process with --tiny, on the tiny slice of the real data."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+    def run(name: str, *argv: str) -> str:
+        module = importlib.import_module(name)
+        monkeypatch.setattr(sys, "argv", [name, "--tiny", "--data-dir", str(_tiny_master), "--work", str(tmp_path),
+                                          *argv])
+        module.main()
+
+    return run
+
+
+def test_bench_cache_prints_speed_up_per_student(bench, capsys):
+    bench("bench_cache", "--students", "bilstm", "cnn")
+    out = capsys.readouterr().out
+    assert "bench_cache: smsa, 40 train examples" in out and "speed-up per epoch" in out
+    assert [line.split()[0] for line in out.splitlines() if line.strip().endswith("x") or "x " in line][-2:] \
+        == ["bilstm", "cnn"]
+
+
+def test_bench_loader_prints_the_batching_variants(bench, capsys):
+    bench("bench_loader", "--students", "bilstm")
+    out = capsys.readouterr().out
+    assert "bucketed, dynamic padding (kdlib)" in out and "random, padded to the longest" in out
+
+
+def test_bench_peers_runs_a_contender_in_its_own_process(bench, capsys):
+    bench("bench_peers", "--contenders", "kdlib")
+    out = capsys.readouterr().out
+    assert "bench_peers: smsa, student bilstm" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("kdlib "))
+    assert "failed" not in row and "1.00x" in row
+
+
+def test_bench_runner_study_is_a_valid_study(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        bench_runner = importlib.import_module("bench_runner")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    path = tmp_path / "study.yaml"
+    path.write_text(textwrap.dedent(bench_runner.STUDY.format(out=tmp_path, datasets=["smsa", "emot"], train=50)))
+    study = config.load_params(path)
+    assert study.datasets == ("smsa", "emot") and len(study.students) * len(study.variants) == 4
