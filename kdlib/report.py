@@ -1,11 +1,17 @@
 """Results as tables and figures: read every metrics.json of a study into one tidy DataFrame, then display it.
 
 Scores are stored on IndoNLU's 0..1 scale and shown as percentages (F1 × 100) in tables and plots.
+
+The analysis (notebooks/07_analysis, `kdexam recommend`) goes: `study_frame` (every finished teacher/student run
+with its model's costs from the profiles) -> `scoreboard` (one row per dataset × model: the variant with the best
+validation F1, its test F1 over seeds, Δ to the teacher, costs) -> `leaderboard`, `cost_table`, `plot_pareto`,
+`plot_heatmap`, `answer` and `recommend`.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -115,3 +121,550 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     table = text.unstack("column")
     order = ["teacher"] + sorted(c for c in table.columns if c != "teacher")
     return table[[c for c in order if c in table.columns]]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The study as one frame: quality from every metrics.json, cost from every profile.json (kdlib.profile).
+
+PROFILE = "profile.json"
+GROUPS = {"single": "classification", "pair": "classification", "aspect": "classification", "tagging": "tagging",
+          "qa": "tagging"}
+QUALITY_STAGES = ("teacher", "distill")  # ablation stages answer other questions (see kdlib.stats)
+ENGINE_COLUMNS = {"torch": ("size_mb", "ram_mb"), "onnx": ("onnx_mb", "onnx_ram_mb"),  # size and RAM per engine
+                  "int8": ("int8_mb", "int8_ram_mb")}
+MODEL_COLUMNS = ["dataset", "model", "parameters", "size_mb", "onnx_mb", "int8_mb", "ram_mb", "onnx_ram_mb",
+                 "int8_ram_mb", "f1_torch", "f1_onnx", "f1_int8", "onnx_max_abs_diff", "onnx_match", "cpu",
+                 "profile_dir"]
+LATENCY_COLUMNS = ["dataset", "model", "engine", "threads", "batch", "inputs", "median_ms", "p90_ms", "mean_ms",
+                   "examples_per_s", "runs", "mean_width"]
+
+
+def _profiles(study_dir: str | os.PathLike) -> list[tuple[Path, dict]]:
+    return [(path.parent, rundir.read_json(path)) for path in sorted(Path(study_dir).rglob(PROFILE))]
+
+
+def profile_models(study_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per dataset × profiled model: parameters, MB on disk and in RAM per engine, F1 per engine."""
+    rows = []
+    for folder, prof in _profiles(study_dir):
+        for m in prof["models"]:
+            memory = m.get("memory") or {}
+            mb = lambda key: m[key] / 2**20 if m.get(key) is not None else None  # noqa: E731
+            rows.append({"dataset": prof["dataset"], "model": m["model"], "parameters": m["parameters"],
+                         "size_mb": mb("safetensors_bytes"), "onnx_mb": mb("onnx_bytes"), "int8_mb": mb("int8_bytes"),
+                         **{f"{prefix}ram_mb": (memory.get(engine) or {}).get("model_mb")
+                            for engine, prefix in (("torch", ""), ("onnx", "onnx_"), ("int8", "int8_"))},
+                         "f1_torch": m.get("f1_torch"), "f1_onnx": m.get("f1_onnx"), "f1_int8": m.get("f1_int8"),
+                         "onnx_max_abs_diff": m.get("onnx_max_abs_diff"), "onnx_match": m.get("onnx_match"),
+                         "cpu": prof["machine"].get("cpu"), "profile_dir": str(folder)})
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
+def profile_latency(study_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every latency measurement of a study: one row per dataset × model × engine × threads × batch × inputs."""
+    rows = [{"dataset": prof["dataset"], **row} for _, prof in _profiles(study_dir) for row in prof["latency"]]
+    return pd.DataFrame(rows).reindex(columns=LATENCY_COLUMNS)
+
+
+def costs(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real") -> pd.DataFrame:
+    """One row per dataset × model: sizes, RAM, F1 per engine and `<engine>_ms_b<batch>` median latencies.
+
+    `threads` picks the thread count of the latencies (0: the largest one profiled, i.e. all cores).
+    """
+    from kdlib.errors import KdExamError
+
+    models, latency = profile_models(study_dir), profile_latency(study_dir)
+    if models.empty:
+        raise KdExamError(f"no {PROFILE} under {study_dir}; profile the study first (notebooks/06_profile, or "
+                          "`kdexam profile --study ... --dataset ...`).")
+    threads = int(latency["threads"].max()) if threads == 0 else threads
+    chosen = latency[(latency["threads"] == threads) & (latency["inputs"] == inputs)]
+    if chosen.empty:
+        raise KdExamError(f"the profiles under {study_dir} have no latency at threads={threads}, inputs={inputs!r}; "
+                          f"they have threads {sorted(latency['threads'].unique().tolist())} and inputs "
+                          f"{sorted(latency['inputs'].unique().tolist())}.")
+    wide = chosen.pivot_table(index=["dataset", "model"], columns=["engine", "batch"], values="median_ms")
+    wide.columns = [f"{engine}_ms_b{batch}" for engine, batch in wide.columns]
+    out = models.merge(wide.reset_index(), on=["dataset", "model"], how="left")
+    out["threads"], out["inputs"] = threads, inputs
+    return out
+
+
+def group_of(dataset: str) -> str:
+    """The task group of a dataset: "classification" (single, pair, aspect) or "tagging" (tagging, QA)."""
+    from kdlib.data import get_spec
+
+    return GROUPS[get_spec(dataset).shape]
+
+
+def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real") -> pd.DataFrame:
+    """Every finished teacher/distill run (one row per dataset × model × variant × seed) with its model's costs.
+
+    Cost columns are empty for datasets without a profile yet.
+    """
+    from kdlib.errors import KdExamError
+
+    runs = collect(study_dir)
+    runs = runs[runs["stage"].isin(QUALITY_STAGES)]
+    if runs.empty:
+        raise KdExamError(f"no finished teacher or student run under {study_dir}; run the study with `kdexam run`.")
+    try:
+        cost = costs(study_dir, threads=threads, inputs=inputs)
+    except KdExamError:
+        if _profiles(study_dir):
+            raise
+        cost = pd.DataFrame(columns=["dataset", "model"])
+    frame = runs.merge(cost.drop(columns=["parameters"], errors="ignore"), on=["dataset", "model"], how="left")
+    return frame.assign(group=frame["dataset"].map(group_of)).reset_index(drop=True)
+
+
+def _model_order(models: Sequence[str]) -> list[str]:
+    from kdlib.models import STUDENTS
+
+    known = ["teacher", *STUDENTS]
+    return sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))
+
+
+def scoreboard(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset × model, in F1 percentage points: its variant with the best validation F1 (mean over
+    seeds; choosing on test would flatter it), test F1 mean, sd and seed count, Δ to the teacher, and its costs."""
+    cost_cols = [c for c in frame.columns if c not in COLUMNS and c not in ("group",)]
+    agg = frame.groupby(["dataset", "model", "variant"], as_index=False, dropna=False).agg(
+        f1=("f1", "mean"), f1_sd=("f1", "std"), seeds=("f1", "count"), valid_f1=("valid_f1", "mean"),
+        parameters=("parameters", "first"), **{c: (c, "first") for c in cost_cols})
+    best = agg.sort_values(["valid_f1", "f1"], ascending=False).drop_duplicates(["dataset", "model"])
+    best[["f1", "f1_sd", "valid_f1"]] = best[["f1", "f1_sd", "valid_f1"]] * 100
+    for col in ("f1_torch", "f1_onnx", "f1_int8"):
+        if col in best:
+            best[col] = best[col].astype(float) * 100
+    teacher = best[best["model"] == "teacher"].set_index("dataset")["f1"]
+    best["teacher_f1"] = best["dataset"].map(teacher)
+    best["delta"] = best["f1"] - best["teacher_f1"]
+    best["group"] = best["dataset"].map(group_of)
+    from kdlib.data import DATASETS
+
+    order = {d: i for i, d in enumerate(DATASETS)}
+    models = {m: i for i, m in enumerate(_model_order(best["model"].unique()))}
+    best = best.sort_values(["dataset", "model"], key=lambda s: s.map(order if s.name == "dataset" else models))
+    return best.reset_index(drop=True)
+
+
+def leaderboard(board: pd.DataFrame) -> pd.DataFrame:
+    """Test F1 (%) per dataset × model with its seeds' spread and Δ to the teacher, for display."""
+    out = board.set_index(["dataset", "model"])
+    spread = out.apply(lambda r: f"{r['f1']:.2f} ± {r['f1_sd']:.2f}" if r["seeds"] > 1 else f"{r['f1']:.2f}",
+                       axis=1)
+    return pd.DataFrame({"variant": out["variant"], "test F1": spread, "seeds": out["seeds"],
+                         "Δ to teacher": out["delta"].round(2), "valid F1": out["valid_f1"].round(2)})
+
+
+def _batches(board: pd.DataFrame, engine: str = "torch") -> list[int]:
+    return sorted(int(c.rsplit("_b", 1)[1]) for c in board.columns if c.startswith(f"{engine}_ms_b"))
+
+
+def cost_table(board: pd.DataFrame) -> pd.DataFrame:
+    """Each model's cost against its dataset's teacher: speed-ups (×, teacher ms / model ms, PyTorch on both, or the
+    model's ONNX / int8 against the teacher's PyTorch), % of the teacher's size and RAM, and what ONNX and int8 give
+    the model itself (× over its own PyTorch, int8 size and F1 change against its fp32 ONNX)."""
+    rows = []
+    for dataset, d in board.groupby("dataset", sort=False):
+        t = d[d["model"] == "teacher"]
+        if t.empty:
+            continue
+        t = t.iloc[0]
+        for _, r in d.iterrows():
+            row = {"dataset": dataset, "model": r["model"], "params (M)": r["parameters"] / 1e6,
+                   "size MB": r.get("size_mb"), "% of teacher size": 100 * _ratio(r.get("size_mb"), t.get("size_mb")),
+                   "RAM MB": r.get("ram_mb"), "% of teacher RAM": 100 * _ratio(r.get("ram_mb"), t.get("ram_mb"))}
+            for b in _batches(board):
+                row[f"ms b{b}"] = r.get(f"torch_ms_b{b}")
+                row[f"× b{b}"] = _ratio(t.get(f"torch_ms_b{b}"), r.get(f"torch_ms_b{b}"))
+                for engine, label in (("onnx", "ONNX"), ("int8", "int8")):
+                    row[f"{label} × b{b}"] = _ratio(t.get(f"torch_ms_b{b}"), r.get(f"{engine}_ms_b{b}"))
+                row[f"ONNX gain b{b}"] = _ratio(r.get(f"torch_ms_b{b}"), r.get(f"onnx_ms_b{b}"))
+                row[f"int8 gain b{b}"] = _ratio(r.get(f"onnx_ms_b{b}"), r.get(f"int8_ms_b{b}"))
+            row["int8 MB"] = r.get("int8_mb")
+            row["int8 ΔF1"] = _diff(r.get("f1_int8"), r.get("f1_onnx"))
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["dataset", "model"]).astype(float).round(2)
+
+
+def _ratio(a, b) -> float:
+    try:
+        return float(a) / float(b) if b and not pd.isna(a) and not pd.isna(b) else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _diff(a, b) -> float:
+    missing = a is None or b is None or pd.isna(a) or pd.isna(b)
+    return float("nan") if missing else float(a) - float(b)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pareto frontiers and the heatmap
+
+COSTS = {"latency": ("torch_ms_b1", "latency, batch 1"), "size": ("size_mb", "size on disk"),
+         "ram": ("ram_mb", "RAM")}
+
+
+def pareto_front(cost: Sequence[float], quality: Sequence[float]) -> list[bool]:
+    """True where no other point is at most as costly and at least as good, and strictly better in one."""
+    c, q = pd.Series(cost, dtype=float).to_numpy(), pd.Series(quality, dtype=float).to_numpy()
+    return [not (((c <= c[i]) & (q >= q[i]) & ((c < c[i]) | (q > q[i]))).any()) for i in range(len(c))]
+
+
+def relative_costs(board: pd.DataFrame, column: str) -> pd.Series:
+    """`column` as % of the same dataset's teacher value."""
+    teacher = board[board["model"] == "teacher"].set_index("dataset")[column]
+    return 100 * board[column].astype(float) / board["dataset"].map(teacher).astype(float)
+
+
+def pareto_models(board: pd.DataFrame, cost: str = "latency") -> pd.DataFrame:
+    """Per task group and model: mean Δ to the teacher, geometric-mean cost (% of the teacher) and whether the
+    model is on the group's Pareto frontier of those two."""
+    import numpy as np
+
+    column = COSTS[cost][0] if cost in COSTS else cost
+    df = board.assign(rel=relative_costs(board, column)).dropna(subset=["rel", "delta"])
+    rows = []
+    for group, g in df.groupby("group"):
+        means = g.groupby("model").agg(delta=("delta", "mean"), rel=("rel", lambda s: float(np.exp(np.log(s).mean()))),
+                                       datasets=("dataset", "nunique")).reset_index()
+        means["pareto"] = pareto_front(means["rel"], means["delta"])
+        rows.append(means.assign(group=group))
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["group", "model", "delta", "rel"])
+    return out.rename(columns={"rel": f"% of teacher {cost}"})
+
+
+def plot_pareto(board: pd.DataFrame, cost: str = "latency"):
+    """Δ F1 to the teacher against cost (% of the teacher's, log scale), one panel per task group.
+
+    Small markers: each dataset; large: the model's mean over the group's datasets; the line joins the group's
+    Pareto frontier (no model both cheaper and better).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    column, label = COSTS.get(cost, (cost, cost))
+    df = board.assign(rel=relative_costs(board, column)).dropna(subset=["rel", "delta"])
+    groups = sorted(df["group"].unique())
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.5 * max(len(groups), 1), 4.2), squeeze=False)
+    models = _model_order(df["model"].unique())
+    palette = dict(zip(models, sns.color_palette("tab10", len(models))))
+    summary = pareto_models(board, cost).rename(columns={f"% of teacher {cost}": "rel"})
+    for ax, group in zip(axes[0], groups):
+        g = df[df["group"] == group]
+        sns.scatterplot(data=g, x="rel", y="delta", hue="model", hue_order=models, palette=palette, style="dataset",
+                        s=40, alpha=0.6, ax=ax)
+        means = summary[summary["group"] == group].sort_values("rel")
+        ax.scatter(means["rel"], means["delta"], s=160, c=[palette[m] for m in means["model"]], edgecolor="black",
+                   zorder=3)
+        front = means[means["pareto"]]
+        ax.step(front["rel"], front["delta"], where="post", color="black", lw=1, ls="--", zorder=2)
+        for _, r in means.iterrows():
+            ax.annotate(r["model"], (r["rel"], r["delta"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set(title=f"{group}: F1 against {label}", xlabel=f"{label} (% of the teacher's, log)",
+               ylabel="Δ test F1 to the teacher (points)")
+        ax.set_xlim(left=max(float(np.nanmin(g["rel"])) / 2, 1e-3), right=max(200.0, 2 * float(np.nanmax(g["rel"]))))
+        sns.move_legend(ax, "lower right", fontsize=7, title_fontsize=7, framealpha=0.6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_heatmap(board: pd.DataFrame):
+    """Δ test F1 to the teacher (points) per dataset (rows, with the teacher's F1) and student (columns)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    students = board[board["model"] != "teacher"]
+    table = students.pivot(index="dataset", columns="model", values="delta")
+    table = table[_model_order(table.columns)].reindex(list(dict.fromkeys(students["dataset"])))
+    teacher = board[board["model"] == "teacher"].set_index("dataset")["f1"]
+    table.index = [f"{d} (teacher {teacher.get(d, float('nan')):.1f})" for d in table.index]
+    fig, ax = plt.subplots(figsize=(1.4 * len(table.columns) + 3, 0.55 * len(table) + 1.6))
+    sns.heatmap(table, annot=True, fmt=".1f", cmap="RdBu", center=0, cbar_kws={"label": "Δ F1 (points)"}, ax=ax)
+    ax.set(title="Δ test F1 of each student to its teacher", xlabel="", ylabel="")
+    fig.tight_layout()
+    return fig
+
+
+def plot_latency(profile: dict):
+    """Median latency (ms, log) of each model per engine, batch size and thread count of one profile."""
+    import seaborn as sns
+
+    df = pd.DataFrame(profile["latency"])
+    df = df[df["inputs"] == df["inputs"].iloc[0]]
+    grid = sns.catplot(data=df, x="median_ms", y="model", hue="engine", col="batch", row="threads", kind="bar",
+                       height=2.6, aspect=1.6, sharex=False)
+    grid.set(xscale="log")
+    grid.set_axis_labels("median ms per batch (log)", "")
+    grid.figure.suptitle(f"{profile['dataset']}: latency on {df['inputs'].iloc[0]} inputs", y=1.02)
+    return grid.figure
+
+
+def save_figure(fig, out_dir: str | os.PathLike, name: str) -> Path:
+    """The figure as out_dir/figures/<name>.png (150 dpi)."""
+    path = Path(out_dir) / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
+
+
+def save_table(df: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> Path:
+    """The table as out_dir/tables/<name>.csv."""
+    path = Path(out_dir) / "tables" / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The answer: which student, per dataset and task group, written from the numbers
+
+def _pm(r) -> str:
+    return f"{r['f1']:.1f} ± {r['f1_sd']:.1f}" if r["seeds"] > 1 else f"{r['f1']:.1f}"
+
+
+def pick_students(board: pd.DataFrame, tolerance: float = 1.0, cost: str = "latency") -> pd.DataFrame:
+    """Per dataset: the best student by test F1, and the pick: the cheapest student whose F1 is within
+    max(`tolerance` points, the best student's seed sd) of the best. Cost: batch-1 latency (or size, RAM)."""
+    column = COSTS[cost][0]
+    rows = []
+    for dataset, d in board[(board["model"] != "teacher") & board["f1"].notna()].groupby("dataset", sort=False):
+        best = d.loc[d["f1"].idxmax()]
+        margin = max(tolerance, 0.0 if pd.isna(best["f1_sd"]) else float(best["f1_sd"]))
+        close = d[d["f1"] >= best["f1"] - margin]
+        has_cost = column in close and close[column].notna().any()
+        pick = close.loc[close[column].astype(float).idxmin()] if has_cost else best
+        rows.append({"dataset": dataset, "group": best["group"], "best": best["model"], "best_f1": best["f1"],
+                     "pick": pick["model"], "pick_f1": pick["f1"], "pick_delta": pick["delta"], "margin": margin,
+                     "teacher_f1": best["teacher_f1"]})
+    return pd.DataFrame(rows)
+
+
+def answer(board: pd.DataFrame, tolerance: float = 1.0) -> str:
+    """"Which student is best": a Markdown paragraph per task group and a line per dataset, from the numbers."""
+    picks = pick_students(board, tolerance)
+    if picks.empty:
+        return "No student has finished yet: nothing to compare."
+    rows = board.set_index(["dataset", "model"])
+    single_seed = bool((board["seeds"] <= 1).all())
+    threads = board["threads"].dropna() if "threads" in board else pd.Series(dtype=float)
+    lines = [f"**Rule.** Per dataset, the pick is the fastest student (PyTorch, batch 1, "
+             f"{int(threads.iloc[0]) if len(threads) else '?'} thread(s)) whose test F1 is within max({tolerance:g} "
+             "point, the best student's seed sd) of the best student's; the best is the highest test F1 regardless of "
+             "cost. Variants are chosen on validation F1."]
+    if single_seed:
+        lines.append("*Every score rests on one seed, so no spread is shown: differences of about a point are not "
+                     "evidence either way; run more seeds to tell them apart.*")
+    for group, g in picks.groupby("group", sort=False):
+        counts = g["pick"].value_counts()
+        top = counts.index[0]
+        mine = board[(board["model"] == top) & board["dataset"].isin(g["dataset"])]
+        speed = _ratio_text(board, mine, "torch_ms_b1", "")
+        size = _ratio_text(board, mine, "size_mb", "of the size", inverse=True)
+        lines.append(f"\n### {group.capitalize()}\n**{top}** is the pick on {counts.iloc[0]} of {len(g)} dataset(s): "
+                     f"Δ to the teacher {mine['delta'].mean():+.1f} points on average{speed}{size}. "
+                     f"Best F1 regardless of cost: " + ", ".join(f"{m} on {n}" for m, n in
+                                                                    g["best"].value_counts().items()) + ".")
+        for _, p in g.iterrows():
+            pick, best = rows.loc[(p["dataset"], p["pick"])], rows.loc[(p["dataset"], p["best"])]
+            cost = ""
+            if pd.notna(pick.get("torch_ms_b1")):
+                t = rows.loc[(p["dataset"], "teacher")] if (p["dataset"], "teacher") in rows.index else None
+                cost = f", {pick['torch_ms_b1']:.2f} ms per example at batch 1"
+                if t is not None and pd.notna(t.get("torch_ms_b1")):
+                    cost += (f" ({_times(_ratio(t['torch_ms_b1'], pick['torch_ms_b1']))} the teacher's speed, "
+                             f"{100 * _ratio(pick['size_mb'], t['size_mb']):.0f}% of its size)")
+            same = p["pick"] == p["best"]
+            lines.append(f"- **{p['dataset']}** (teacher {p['teacher_f1']:.1f}): pick **{p['pick']}** "
+                         f"{_pm(pick)} ({pick['variant']}, Δ {pick['delta']:+.1f}){cost}"
+                         + ("; it is also the best." if same else
+                            f"; best {p['best']} {_pm(best)} is within {p['margin']:.1f} points."))
+    return "\n".join(lines)
+
+
+def _times(x: float) -> str:
+    return f"{x:.0f}×" if x >= 10 else f"{x:.1f}×"
+
+
+def _ratio_text(board: pd.DataFrame, mine: pd.DataFrame, column: str, word: str, inverse: bool = False) -> str:
+    import numpy as np
+
+    if column not in board or mine[column].isna().all():
+        return ""
+    teacher = board[board["model"] == "teacher"].set_index("dataset")[column]
+    ratios = mine["dataset"].map(teacher).astype(float) / mine[column].astype(float)
+    ratios = ratios.replace([np.inf, -np.inf], np.nan).dropna()
+    if ratios.empty:
+        return ""
+    median = float(ratios.median())
+    return f", {100 / median:.0f}% {word}" if inverse else f", {_times(median)} the teacher's speed (median)"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Recommend a student for a budget
+
+@dataclass
+class Recommendation:
+    """The answer for one dataset: the chosen student's row, or None with the reason in `message`."""
+
+    dataset: str
+    model: str | None
+    message: str
+    row: dict = field(default_factory=dict)
+
+
+LIMITS = {"latency": ("--max-latency-ms",), "size": ("--max-size-mb",), "ram": ("--max-ram-mb",)}
+
+
+def budget_columns(engine: str = "torch", batch: int = 1) -> dict[str, str]:
+    size, ram = ENGINE_COLUMNS[engine]
+    return {"latency": f"{engine}_ms_b{batch}", "size": size, "ram": ram}
+
+
+def recommend(board: pd.DataFrame, *, dataset: str | None = None, max_latency_ms: float | None = None,
+              max_size_mb: float | None = None, max_ram_mb: float | None = None, engine: str = "torch",
+              batch: int = 1) -> list[Recommendation]:
+    """The best student (highest test F1, then the faster) per dataset whose latency (median ms per batch of
+    `batch` on `engine`), size on disk and RAM fit the limits given; None limits do not constrain.
+
+    When no student fits, the message names each limit that alone excludes every student and what the cheapest
+    student by that measure needs, or, when only the limits together exclude everything, the closest student and
+    the limits it would need.
+    """
+    from kdlib.errors import KdExamError
+
+    if engine not in ENGINE_COLUMNS:
+        raise KdExamError(f"unknown engine {engine!r}; one of {', '.join(ENGINE_COLUMNS)}.")
+    cols = budget_columns(engine, batch)
+    if cols["latency"] not in board:
+        raise KdExamError(f"no {engine} latency at batch {batch} in the profiles; profiled batches: "
+                          f"{', '.join(map(str, _batches(board, engine))) or 'none'}.")
+    limits = {k: v for k, v in (("latency", max_latency_ms), ("size", max_size_mb), ("ram", max_ram_mb))
+              if v is not None}
+    datasets = list(dict.fromkeys(board["dataset"]))
+    if dataset is not None:
+        from kdlib.data import get_spec
+
+        dataset = get_spec(dataset).key
+        if dataset not in datasets:
+            raise KdExamError(f"dataset {dataset} has no finished runs in this study; it has {', '.join(datasets)}.")
+        datasets = [dataset]
+    out = []
+    for key in datasets:
+        d = board[(board["dataset"] == key) & (board["model"] != "teacher")]
+        d = d.dropna(subset=["f1", cols["latency"], cols["size"]])
+        if d.empty:
+            out.append(Recommendation(key, None, f"{key}: no profiled student yet; run notebooks/06_profile "
+                                                 "(kdexam run does, after the students)."))
+            continue
+        unmeasured = [LIMITS[k][0] for k in limits if d[cols[k]].isna().all()]
+        if unmeasured:
+            out.append(Recommendation(key, None, f"{key}: its profile did not measure what {', '.join(unmeasured)} "
+                                                 f"limits ({engine}; see the profile's memory/onnx/int8 settings); "
+                                                 "drop that limit or profile again."))
+            continue
+        d = d.dropna(subset=[cols[k] for k in limits])
+        fits = d[[all(float(r[cols[k]]) <= v for k, v in limits.items()) for _, r in d.iterrows()]]
+        if not fits.empty:
+            best = fits.sort_values(["f1", cols["latency"]], ascending=[False, True]).iloc[0]
+            out.append(Recommendation(key, best["model"], _describe(best, cols, engine, batch), best.to_dict()))
+        else:
+            out.append(Recommendation(key, None, _nothing_fits(key, d, limits, cols)))
+    return out
+
+
+def _describe(r, cols: dict[str, str], engine: str, batch: int) -> str:
+    spread = f" ± {r['f1_sd']:.2f} over {int(r['seeds'])} seeds" if r["seeds"] > 1 else " (1 seed)"
+    ram = f", RAM {r[cols['ram']]:.3g} MB" if pd.notna(r.get(cols["ram"])) else ""
+    return (f"{r['dataset']}: {r['model']} ({r['variant']}) — test F1 {r['f1']:.2f}{spread}, Δ to the teacher "
+            f"{r['delta']:+.2f}; {r[cols['latency']]:.2f} ms per batch of {batch} ({engine}), "
+            f"{r[cols['size']]:.3g} MB on disk{ram}")
+
+
+def _nothing_fits(key: str, d: pd.DataFrame, limits: dict[str, float], cols: dict[str, str]) -> str:
+    alone = []
+    for k, v in limits.items():
+        values = d[cols[k]].astype(float)
+        if (values > v).all():
+            cheapest = d.loc[values.idxmin()]
+            flag = LIMITS[k][0]
+            alone.append(f"{flag} {v:g} alone excludes every student: the cheapest by {k}, {cheapest['model']} "
+                         f"(test F1 {cheapest['f1']:.2f}), needs {flag} {_up(cheapest[cols[k]])}")
+    if alone:
+        return f"{key}: nothing fits. " + "; ".join(alone) + "."
+    overshoot = d.apply(lambda r: max(float(r[cols[k]]) / v for k, v in limits.items()), axis=1)
+    closest = d.loc[overshoot.idxmin()]
+    needs = [f"{LIMITS[k][0]} {_up(closest[cols[k]])}" for k, v in limits.items() if float(closest[cols[k]]) > v]
+    return (f"{key}: nothing fits all limits at once (each alone leaves a student). The closest, {closest['model']} "
+            f"(test F1 {closest['f1']:.2f}), would need {' '.join(needs)}.")
+
+
+def _up(value: float) -> str:
+    """A limit just above `value`, in 3 significant digits (rounded up, so it admits the value)."""
+    import math
+
+    value = float(value)
+    if value <= 0:
+        return "0"
+    scale = 10 ** (math.floor(math.log10(value)) - 2)
+    return f"{math.ceil(value / scale) * scale:.6g}"
+
+
+def recommendations_table(recs: Sequence[Recommendation]) -> pd.DataFrame:
+    """One row per dataset: the chosen student's name, variant, F1 (%), sd, seeds, Δ and costs, and the message."""
+    cols = ["variant", "f1", "f1_sd", "seeds", "delta", "teacher_f1", "torch_ms_b1", "size_mb", "ram_mb"]
+    return pd.DataFrame([{"dataset": r.dataset, "model": r.model, **{c: r.row.get(c) for c in cols},
+                          "message": r.message} for r in recs])
+
+
+def recommendations_json(recs: Sequence[Recommendation]) -> str:
+    """The recommendations as a JSON list: every field of the chosen row, null where unknown."""
+    import json
+    import math
+
+    def clean(value):
+        value = value.item() if hasattr(value, "item") else value
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return json.dumps([{"dataset": r.dataset, "model": r.model, "message": r.message,
+                        "row": {k: clean(v) for k, v in r.row.items()}} for r in recs], indent=2, ensure_ascii=False,
+                      default=str)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def export_html(notebook: str | os.PathLike, html: str | os.PathLike, *, with_code: bool = False) -> Path:
+    """An executed notebook as one standalone HTML file (figures embedded); code cells hidden unless `with_code`."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=not with_code, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    html = Path(html)
+    tmp = html.with_name(f".{html.name}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, html)
+    return html
+
+
+def export_html_report(executed_notebook: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
+    """From the last cell of 07_analysis: its executed notebook, as papermill has saved it after every cell so far,
+    as out_dir/report.html. "" (a notebook run by hand) writes nothing; export it with `jupyter nbconvert`."""
+    import logging
+
+    if not executed_notebook:
+        logging.getLogger(__name__).info("no executed notebook given: no report.html (the runner passes one)")
+        return None
+    return export_html(executed_notebook, Path(out_dir) / "report.html")
+
+
+from kdlib.stats import bootstrap_ci, cell_table, f1_bootstrap, paired_bootstrap, winners  # noqa: E402,F401
