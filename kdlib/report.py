@@ -152,12 +152,18 @@ def profile_models(study_dir: str | os.PathLike) -> pd.DataFrame:
             mb = lambda key: m[key] / 2**20 if m.get(key) is not None else None  # noqa: E731
             rows.append({"dataset": prof["dataset"], "model": m["model"], "parameters": m["parameters"],
                          "size_mb": mb("safetensors_bytes"), "onnx_mb": mb("onnx_bytes"), "int8_mb": mb("int8_bytes"),
-                         **{f"{prefix}ram_mb": (memory.get(engine) or {}).get("model_mb")
+                         **{f"{prefix}ram_mb": _ram(memory.get(engine))
                             for engine, prefix in (("torch", ""), ("onnx", "onnx_"), ("int8", "int8_"))},
                          "f1_torch": m.get("f1_torch"), "f1_onnx": m.get("f1_onnx"), "f1_int8": m.get("f1_int8"),
                          "onnx_max_abs_diff": m.get("onnx_max_abs_diff"), "onnx_match": m.get("onnx_match"),
                          "cpu": prof["machine"].get("cpu"), "profile_dir": str(folder)})
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
+def _ram(memory: dict | None) -> float | None:
+    """A model's RAM for budgets: with every weight resident (a long-running server's worst case)."""
+    memory = memory or {}
+    return memory.get("resident_mb", memory.get("model_mb"))
 
 
 def profile_latency(study_dir: str | os.PathLike) -> pd.DataFrame:
