@@ -129,9 +129,11 @@ def student_inputs(student: str, dataset: str, data_dir: Path, teacher_dir: Path
         tokenizer = AutoTokenizer.from_pretrained(teacher_dir / "model")
         max_length = rundir.read_json(teacher_dir / exam.TEACHER_INFO)["max_length"]
         encode = lambda ds: exam.bert_features(ds, tokenizer, spec, max_length)  # noqa: E731
-        model = models.build_student(student, spec, tokenizer=tokenizer, **(options or {}))
         collator = Collator(pad_id=tokenizer.pad_token_id)
     features = {s: encode(dd[s]) for s in data.SPLITS}
+    if spec_student.kind != "word":  # as run_distill: pieces: train keeps the training text's pieces
+        used = {i for f in features["train"] for i in f["input_ids"]}
+        model = models.build_student(student, spec, tokenizer=tokenizer, used_ids=used, **(options or {}))
     gold = {s: exam.gold_labels(dd[s], spec) for s in data.SPLITS}
     return Inputs(model, features, collator, gold, spec_student.default_lr)
 

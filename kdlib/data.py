@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from kdlib.errors import DataError, KdExamError, unknown_name
 
@@ -285,11 +286,26 @@ def load_indonlu(key: str, data_dir: str | os.PathLike | None = None,
     return datasets.DatasetDict({split: load_split(key, split, data_dir, limit) for split in SPLITS})
 
 
-def cap(ds: datasets.Dataset, n: int | None, seed: int = 0) -> datasets.Dataset:
-    """A seeded random subset of at most n examples (None or n >= len keeps everything, in order)."""
+SUBSET_SEED = 0  # capped train sets are drawn with this seed, whatever the run's seed: see subset_indices
+
+
+def subset_indices(n: int, cap: int | None, seed: int = SUBSET_SEED) -> list[int]:
+    """Indices of a random subset of at most `cap` of n examples, in their original order (None: all n).
+
+    The first `cap` positions of one seeded permutation, so smaller caps are subsets of larger ones: the teacher
+    caches its logits once on the largest capped set a study uses, and every student's set is inside it. Runs
+    that differ only in their seed train on the same examples, so seeds compare initialisations, not data draws.
+    """
+    if cap is None or cap >= n:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).permutation(n)[:cap].tolist())
+
+
+def cap(ds: datasets.Dataset, n: int | None, seed: int = SUBSET_SEED) -> datasets.Dataset:
+    """The subset_indices subset of a split (None or n >= len keeps everything, in order)."""
     if n is None or n >= len(ds):
         return ds
-    return ds.shuffle(seed=seed).select(range(n))
+    return ds.select(subset_indices(len(ds), n, seed))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class TeacherParams:
     models_dir: str = "outputs/models"  # where "offline"/"tiny-random" base models are built once
     max_length: int = 128
     max_train_examples: int | None = None  # None = the full train split
+    logit_train_examples: int | None = None  # train logits cached on data.subset_indices(n, this); None = all
     epochs: int = 3
     lr: float = 5e-5
     batch_size: int = 16
@@ -171,7 +172,7 @@ def run_teacher(p: TeacherParams) -> RunResult:
     model = models.BertTaskModel.from_encoder(base, spec)
     if p.freeze_embeddings:
         model.word_embeddings().weight.requires_grad_(False)
-    train_ds = data.cap(dd["train"], p.max_train_examples, p.seed)
+    train_ds = data.cap(dd["train"], p.max_train_examples)
     feats = {s: bert_features(dd[s], tokenizer, spec, p.max_length) for s in ("valid", "test")}
     feats["train_used"] = bert_features(train_ds, tokenizer, spec, p.max_length)
     collator = Collator(pad_id=tokenizer.pad_token_id)
@@ -182,12 +183,14 @@ def run_teacher(p: TeacherParams) -> RunResult:
     model_dir = out / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    rundir.write_json(out / TEACHER_INFO, {"dataset": spec.key, "base_model": p.base_model, "max_length": p.max_length})
+    rundir.write_json(out / TEACHER_INFO, {"dataset": spec.key, "base_model": p.base_model, "max_length": p.max_length,
+                                           "logit_train_examples": p.logit_train_examples})
 
     scores, logits_seconds = {}, 0.0
     for split in data.SPLITS:
         t0 = time.perf_counter()
-        logits = cached_teacher_logits(out, spec, split, dd[split], model=model, tokenizer=tokenizer)
+        ds = data.cap(dd[split], p.logit_train_examples) if split == "train" else dd[split]
+        logits = cached_teacher_logits(out, spec, split, ds, model=model, tokenizer=tokenizer)
         logits_seconds += time.perf_counter() - t0
         if split != "train":
             scores[split] = score_ids(spec, gold_labels(dd[split], spec), predictions(logits, _fallback(spec)))
@@ -195,7 +198,7 @@ def run_teacher(p: TeacherParams) -> RunResult:
         "stage": "teacher", "dataset": spec.key, "model": "teacher", "variant": p.base_model, "seed": p.seed,
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
         "parameters": models.count_parameters(model), "train_examples": len(train_ds),
-        "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
+        "logit_train_examples": len(data.cap(dd["train"], p.logit_train_examples)), "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
         "wall_seconds": time.perf_counter() - started, "threads": threads, "history": result.history,
         "params": asdict(p), "environment": rundir.environment(),
     }
@@ -265,7 +268,7 @@ def run_distill(p: DistillParams) -> RunResult:
         raise ConfigError(f"{teacher_dir} holds no finished teacher for {spec.key}; run notebooks/01_teacher first "
                           "(kdexam run does this in order).")
     dd = data.load_indonlu(spec.key, p.data_dir)
-    train_idx = _cap_indices(len(dd["train"]), p.max_train_examples, p.seed)
+    train_idx = data.subset_indices(len(dd["train"]), p.max_train_examples)
     train_ds = dd["train"].select(train_idx)
     transfer = augment.build_transfer_set(
         p.transfer, p.transfer_size, train_ds, spec, rules=augment.TangRules(p.p_mask, p.p_pos, p.p_ng, p.max_ng),
@@ -290,15 +293,16 @@ def run_distill(p: DistillParams) -> RunResult:
         tokenizer = AutoTokenizer.from_pretrained(_student_tokenizer_dir(p, teacher_dir))
         max_length = rundir.read_json(teacher_dir / TEACHER_INFO)["max_length"]
         encode = lambda ds: bert_features(ds, tokenizer, spec, max_length)  # noqa: E731
-        model = models.build_student(p.student, spec, tokenizer=tokenizer, **p.student_options)
         collator = Collator(pad_id=tokenizer.pad_token_id)
         student_extra = augment.replace_mask(transfer.extra, spec, tokenizer.unk_token)
     feats = {"train": encode(train_ds), "valid": encode(dd["valid"]), "test": encode(dd["test"])}
     extra_feats = encode(augment.as_dataset(student_extra)) if student_extra else []
+    if vocab is None:  # the pieces the student will ever train on: its embedding rows under pieces: train
+        used = {i for f in [*feats["train"], *extra_feats] for i in f["input_ids"]}
+        model = models.build_student(p.student, spec, tokenizer=tokenizer, used_ids=used, **p.student_options)
     if p.loss != "ce":  # a no-KD run never touches the teacher's logits
-        teacher_train = cached_teacher_logits(teacher_dir, spec, "train", dd["train"])
-        for f, i in zip(feats["train"], train_idx):
-            f["teacher_logits"] = teacher_train[i]
+        for f, logits in zip(feats["train"], teacher_train_logits(teacher_dir, spec, dd["train"], train_idx)):
+            f["teacher_logits"] = logits
         if transfer.extra:
             teacher_extra = cached_transfer_logits(teacher_dir, spec, transfer.name, transfer.extra)
             for f, logits in zip(extra_feats, teacher_extra, strict=True):
@@ -380,10 +384,22 @@ def _student_tokenizer_dir(p: AblationParams, teacher_dir: Path) -> Path:
     return teacher_dir / "model"
 
 
-def _cap_indices(n: int, cap: int | None, seed: int) -> list[int]:
-    if cap is None or cap >= n:
-        return list(range(n))
-    return sorted(np.random.default_rng(seed).permutation(n)[:cap].tolist())
+def teacher_train_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, train, indices: list[int]
+                         ) -> list[np.ndarray]:
+    """The teacher's logits on train examples `indices` (a data.subset_indices set), read from its cache.
+
+    The teacher run caches the subset its `logit_train_examples` names; a set inside it is read from there. A set
+    outside it (a student capped higher than the study planned) is its own cache entry, which the teacher fills
+    once, here.
+    """
+    cached = rundir.read_json(Path(teacher_dir) / TEACHER_INFO).get("logit_train_examples")
+    cached_idx = data.subset_indices(len(train), cached)
+    position = {i: k for k, i in enumerate(cached_idx)}
+    if all(i in position for i in indices):
+        logits = cached_teacher_logits(teacher_dir, spec, "train", train.select(cached_idx))
+        return [logits[position[i]] for i in indices]
+    log.info("train examples outside the teacher's cached %s: their logits are computed once now", cached)
+    return cached_teacher_logits(teacher_dir, spec, "train", train.select(indices))
 
 
 def _variant_name(p: DistillParams) -> str:

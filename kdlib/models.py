@@ -20,8 +20,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,37 @@ def _label_maps(spec: DatasetSpec) -> dict[str, dict]:
     return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
+@dataclass(frozen=True)
+class VocabMap:
+    """The teacher-tokenizer pieces a BERT student keeps: embedding row i is piece `kept_ids[i]`; others read UNK.
+
+    The teacher's tokenizer may carry far more pieces than a task uses (multilingual-e5: 250,037, of which SmSA's
+    training text uses ~17,000). A student that keeps only the pieces of its training text has the same inputs
+    and outputs for them but a fraction of the embedding, which dominates a miniature's size and training step.
+    """
+
+    kept_ids: list[int]
+    source_size: int  # the tokenizer's size: ids the map accepts
+    unk_id: int  # a tokenizer id that is kept; every dropped piece reads its row
+
+    @classmethod
+    def from_ids(cls, used: Iterable[int], tokenizer) -> VocabMap:
+        """Keep every id in `used` plus the tokenizer's special pieces, in id order."""
+        if tokenizer.unk_token_id is None:
+            raise ConfigError("pieces: train needs a tokenizer with an unknown-piece token; use pieces: full.")
+        kept = sorted({int(i) for i in used} | set(tokenizer.all_special_ids))
+        return cls(kept_ids=kept, source_size=len(tokenizer), unk_id=int(tokenizer.unk_token_id))
+
+    def row(self, token_id: int) -> int:
+        return self.kept_ids.index(token_id)
+
+    def lookup(self) -> Tensor:
+        """(source_size,) int64: the embedding row of every tokenizer id."""
+        table = torch.full((self.source_size,), self.row(self.unk_id), dtype=torch.long)
+        table[torch.tensor(self.kept_ids, dtype=torch.long)] = torch.arange(len(self.kept_ids))
+        return table
+
+
 class BertTaskModel(nn.Module):
     """A Hugging Face sequence- or token-classification model whose logits follow the unit-level contract.
 
@@ -86,14 +117,20 @@ class BertTaskModel(nn.Module):
     tagging/qa use `AutoModelForTokenClassification`, gathered at `word_index`. `self.hf` is the HF model as is.
     """
 
-    def __init__(self, hf_model: nn.Module, spec: DatasetSpec):
+    def __init__(self, hf_model: nn.Module, spec: DatasetSpec, vocab_map: VocabMap | None = None):
         super().__init__()
         expected = spec.num_labels * _num_aspects(spec)
         if hf_model.config.num_labels != expected:
             raise ConfigError(f"the model's head has {hf_model.config.num_labels} outputs but {spec.key} needs "
                               f"{expected}; load it with BertTaskModel.from_encoder(..., spec) to get a new head.")
+        if vocab_map is not None and len(vocab_map.kept_ids) != hf_model.config.vocab_size:
+            raise ConfigError(f"the vocabulary map keeps {len(vocab_map.kept_ids)} pieces but the model's embedding "
+                              f"has {hf_model.config.vocab_size} rows.")
         self.hf = hf_model
         self.spec = spec
+        self.vocab_map = vocab_map
+        if vocab_map is not None:  # tokenizer id -> embedding row; a buffer, so it follows .to() and ONNX export
+            self.register_buffer("id_map", vocab_map.lookup(), persistent=False)
 
     @classmethod
     def from_encoder(cls, name_or_path: str | os.PathLike, spec: DatasetSpec, **hf_kwargs) -> BertTaskModel:
@@ -118,14 +155,16 @@ class BertTaskModel(nn.Module):
         info = json.loads((model_dir / BERT_INFO).read_text(encoding="utf-8"))
         spec = get_spec(info["dataset"])
         hf = _hf_auto_class(spec).from_pretrained(str(model_dir), local_files_only=True)
-        return cls(hf, spec)
+        vocab_map = VocabMap(**info["vocab_map"]) if info.get("vocab_map") else None
+        return cls(hf, spec, vocab_map)
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
         """The HF folder (config.json, model.safetensors) plus kdexam.json naming the dataset head."""
         out_dir = Path(out_dir)
         self.hf.save_pretrained(out_dir)
         info = {MODEL_KEY: "bert", "dataset": self.spec.key, "shape": self.spec.shape,
-                "num_labels": self.spec.num_labels, "num_aspects": _num_aspects(self.spec)}
+                "num_labels": self.spec.num_labels, "num_aspects": _num_aspects(self.spec),
+                "vocab_map": asdict(self.vocab_map) if self.vocab_map is not None else None}
         (out_dir / BERT_INFO).write_text(json.dumps(info, indent=2))
         return out_dir
 
@@ -134,6 +173,8 @@ class BertTaskModel(nn.Module):
 
     def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        if self.vocab_map is not None:
+            inputs["input_ids"] = self.id_map[inputs["input_ids"]]
         logits = self.hf(**inputs).logits
         if self.spec.is_tagging:
             return ModelOutput(gather_words(logits, batch["word_index"]))
@@ -367,7 +408,7 @@ STUDENTS: dict[str, StudentSpec] = {s.name: s for s in (
                                          **_WORD_EMBEDDING_DEFAULTS}),
     StudentSpec("cnn", "word", 1e-3, {"emb_dim": 300, "filters": 100, "kernel_sizes": (3, 4, 5), "dropout": 0.2,
                                       **_WORD_EMBEDDING_DEFAULTS}),
-    *(StudentSpec(size, "subword", 1e-4, {"init": "random", "dropout": 0.1}) for size in SIZES),
+    *(StudentSpec(size, "subword", 1e-4, {"init": "random", "dropout": 0.1, "pieces": "train"}) for size in SIZES),
 )}
 
 
@@ -379,11 +420,13 @@ def get_student(name: str) -> StudentSpec:
 
 
 def build_student(name: str, spec: DatasetSpec, *, vocab: Vocab | None = None, tokenizer=None,
-                  **overrides) -> nn.Module:
+                  used_ids: Iterable[int] | None = None, **overrides) -> nn.Module:
     """A fresh student for the dataset `spec`; `overrides` replace entries of its StudentSpec.defaults.
 
     Word students need `vocab`; an `embeddings` tensor (vocab size x dim) sets emb_dim unless it is given.
     BERT students need the teacher's `tokenizer`; `init` is "random" or a pretrained miniature of the same shape.
+    Their `pieces` is "train" (default: an embedding row only for the pieces in `used_ids`, the training text's
+    sub-word ids, plus special pieces; see VocabMap) or "full" (a row for every piece of the tokenizer).
     """
     student = get_student(name)
     unknown = sorted(set(overrides) - set(student.defaults))
@@ -401,12 +444,28 @@ def build_student(name: str, spec: DatasetSpec, *, vocab: Vocab | None = None, t
     if tokenizer is None:
         raise ConfigError(f"student {name!r} reads the teacher's sub-words: build_student needs tokenizer=the "
                           "teacher's tokenizer.")
+    if options["pieces"] not in ("train", "full"):
+        raise ConfigError(f"pieces {options['pieces']!r} for student {name!r}: use train (the pieces of the training "
+                          "text) or full (every piece of the teacher's tokenizer).")
+    if options["pieces"] == "train" and used_ids is None:
+        raise ConfigError(f"student {name!r} with pieces: train needs used_ids=the training features' input ids.")
+    vocab_map = VocabMap.from_ids(used_ids, tokenizer) if options["pieces"] == "train" else None
     config = bert_student_config(name, tokenizer, dropout=options["dropout"])
     if options["init"] == "random":
-        return BertTaskModel.from_config(config, spec)
+        if vocab_map is not None:
+            config.vocab_size, config.pad_token_id = len(vocab_map.kept_ids), vocab_map.row(tokenizer.pad_token_id)
+        return BertTaskModel(BertTaskModel.from_config(config, spec).hf, spec, vocab_map)
     _check_pretrained_fits(str(options["init"]), config, name)
-    return BertTaskModel.from_encoder(options["init"], spec, hidden_dropout_prob=options["dropout"],
-                                      attention_probs_dropout_prob=options["dropout"])
+    model = BertTaskModel.from_encoder(options["init"], spec, hidden_dropout_prob=options["dropout"],
+                                       attention_probs_dropout_prob=options["dropout"])
+    if vocab_map is None:
+        return model
+    full = model.hf.get_input_embeddings()
+    rows = nn.Embedding(len(vocab_map.kept_ids), full.embedding_dim, padding_idx=vocab_map.row(tokenizer.pad_token_id))
+    rows.weight.data.copy_(full.weight.data[torch.tensor(vocab_map.kept_ids)])
+    model.hf.set_input_embeddings(rows)
+    model.hf.config.vocab_size, model.hf.config.pad_token_id = len(vocab_map.kept_ids), rows.padding_idx
+    return BertTaskModel(model.hf, spec, vocab_map)
 
 
 def load_model(model_dir: str | os.PathLike) -> nn.Module:

@@ -101,8 +101,28 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
                         "baseline_dir": str(baseline) if baseline and v.loss != "ce" else "",
                         "train_teacher_if_missing": False}, needs=(teacher_dir,)))
     runs += plan_ablations(study, study_dir, teacher_dirs, data, models_dir, notebooks_dir)
+    runs = _teacher_logit_sets(runs, study)
     runs += profile_runs(study, runs, study_dir, notebooks_dir, data)
     return runs
+
+
+def _teacher_logit_sets(runs: list[Run], study: Study) -> list[Run]:
+    """Each teacher caches train logits on the largest capped train set its KD students read (data.subset_indices
+    nests them), not on the whole split, unless the study sets teacher logit_train_examples itself."""
+    from dataclasses import replace
+
+    wanted: dict[str, list[int | None]] = {}
+    for r in runs:
+        if r.stage != "teacher" and r.parameters.get("loss", "ce") != "ce":
+            wanted.setdefault(r.dataset, []).append(r.parameters.get("max_train_examples"))
+    out = []
+    for r in runs:
+        caps = wanted.get(r.dataset)
+        if r.stage == "teacher" and caps and None not in caps and "logit_train_examples" not in study.teacher_for(
+                r.dataset):
+            r = replace(r, parameters={**r.parameters, "logit_train_examples": max(caps)})
+        out.append(r)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------

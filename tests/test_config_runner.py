@@ -92,6 +92,25 @@ def test_plan_order_paths_and_parameters(tmp_path, tiny_data_dir):
     assert bilstm.parameters["lr"] is None and bilstm.parameters["batch_size"] == 32
 
 
+def test_teachers_cache_train_logits_on_the_largest_cap_their_kd_students_read(tmp_path, tiny_data_dir):
+    def teacher_sets(*edits: tuple[str, str]) -> dict:
+        text = GOOD.replace("  epochs: 2\n", "  epochs: 2\n  max_train_examples: 30\n")
+        for old, new in edits:
+            text = text.replace(old, new)
+        study = config.load_params(write(tmp_path, text + f"output_dir: {tmp_path / 'out'}\n"))
+        runs = runner.plan(study, data_dir=str(tiny_data_dir))
+        runner.check_parameters(runs)
+        return {r.dataset: r.parameters.get("logit_train_examples") for r in runs if r.stage == "teacher"}
+
+    assert teacher_sets() == {"smsa": 30, "nergrit": 30}
+    assert teacher_sets(("distill: {epochs: 5}", "distill: {epochs: 5, max_train_examples: 40}")) == {
+        "smsa": 30, "nergrit": 40}
+    uncapped = ("bert-tiny: {epochs: 7}", "bert-tiny: {epochs: 7, max_train_examples: null}")
+    assert teacher_sets(uncapped) == {"smsa": None, "nergrit": None}  # a KD student reads the whole split
+    own = ("teacher: {epochs: 3}", "teacher: {epochs: 3, logit_train_examples: 5}")
+    assert teacher_sets(own) == {"smsa": 30, "nergrit": 5}
+
+
 def test_parameter_not_in_notebook_is_refused(tmp_path, tiny_data_dir):
     study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
     runs = runner.plan(study, data_dir=str(tiny_data_dir))

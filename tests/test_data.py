@@ -253,3 +253,10 @@ def test_encode_for_words_positions(tiny_data_dir):
     assert [vocab.itos[ex["word_ids"][i]] for i in ex["word_index"][:3]] == [w.lower() for w in raw["tokens"][:3]]
     short = ds.map(data.encode_for_words, batched=True, fn_kwargs={"vocab": vocab, "spec": spec, "max_words": 20})
     assert len(short[0]["word_ids"]) == 20 and short[0]["word_index"][20 - start] == -1
+
+
+def test_subset_indices_are_nested_sorted_and_independent_of_the_run_seed():
+    small, large = data.subset_indices(100, 10), data.subset_indices(100, 40)
+    assert small == sorted(small) and len(set(small)) == 10 and set(small) <= set(large)
+    assert data.subset_indices(100, None) == list(range(100)) == data.subset_indices(100, 500)
+    assert data.subset_indices(100, 10, seed=1) != small

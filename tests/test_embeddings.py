@@ -152,11 +152,11 @@ def test_a_pretrained_bert_student_with_its_own_tokenizer(tmp_path):
     p = _params(tmp_path, student="bert-tiny", student_options={"init": str(mini)})
     assert exam._student_tokenizer_dir(p, teacher) == mini
     assert exam._student_tokenizer_dir(_params(tmp_path, student="bert-tiny"), teacher) == teacher / "model"
-    student = models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=tokenizer, init=str(mini))
+    student = models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=tokenizer, init=str(mini), pieces="full")
     assert student.hf.config.vocab_size == len(tokenizer)
     wrong = models.save_random_bert(tmp_path / "wrong", tokenizer, layers=2, hidden=64, heads=2)
     with pytest.raises(ConfigError, match="hidden_size is 64 there but 128 for bert-tiny"):
-        models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=tokenizer, init=str(wrong))
+        models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=tokenizer, init=str(wrong), pieces="full")
     # a folder without a tokenizer is read with the teacher's, so its vocabulary must be the teacher's
     for f in mini.iterdir():
         if f.name.startswith(("tokenizer", "vocab", "special_tokens")):
@@ -165,4 +165,5 @@ def test_a_pretrained_bert_student_with_its_own_tokenizer(tmp_path):
     assert exam._student_tokenizer_dir(p, teacher) == teacher / "model"
     teacher_tokenizer = data.train_wordpiece(["lain sekali kosakata guru"] * 3, vocab_size=40)
     with pytest.raises(ConfigError, match=f"vocab_size is {len(tokenizer)} there but {len(teacher_tokenizer)}"):
-        models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=teacher_tokenizer, init=str(mini))
+        models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=teacher_tokenizer, init=str(mini),
+                             pieces="full")

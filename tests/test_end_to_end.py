@@ -68,6 +68,34 @@ def test_cache_miss_recomputes_the_teacher_logits(teachers, workdir, _tiny_maste
     assert len(list((teacher / "logits").glob("train-*.npz"))) == 1
 
 
+def test_a_capped_teacher_cache_serves_every_smaller_cap_without_the_teacher(teachers, workdir, _tiny_master,
+                                                                           monkeypatch):
+    teacher = exam.run_teacher(exam.TeacherParams(
+        dataset="smsa", out_dir=str(workdir / "teacher" / "smsa-capped"), data_dir=str(_tiny_master),
+        models_dir=str(workdir / "models"), epochs=1, lr=1e-3, max_length=64, logit_train_examples=25))
+    assert teacher.metrics["logit_train_examples"] == 25
+    (train_file,) = (teacher.out_dir / "logits").glob("train-*.npz")
+    full = exam.cached_teacher_logits(teachers["smsa"].out_dir, data.get_spec("smsa"), "train",
+                                      data.load_indonlu("smsa", str(_tiny_master))["train"])
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher's forward pass ran although its logits are cached")
+
+    monkeypatch.setattr(models, "load_model", no_teacher)
+    train = data.load_indonlu("smsa", str(_tiny_master))["train"]
+    for cap in (10, 25):
+        idx = data.subset_indices(len(train), cap)
+        got = exam.teacher_train_logits(teacher.out_dir, data.get_spec("smsa"), train, idx)
+        assert len(got) == cap and got[0].shape == full[0].shape
+    p = exam.DistillParams(dataset="smsa", student="cnn", teacher_dir=str(teacher.out_dir), epochs=1,
+                           out_dir=str(workdir / "distill" / "capped"), data_dir=str(_tiny_master),
+                           max_train_examples=20, student_options={"emb_dim": 8})
+    assert exam.run_distill(p).metrics["train_examples"] == 20
+    monkeypatch.undo()  # a cap beyond the cached set: its own cache entry, filled once by the teacher
+    exam.teacher_train_logits(teacher.out_dir, data.get_spec("smsa"), train, data.subset_indices(len(train), 30))
+    assert len(list((teacher.out_dir / "logits").glob("train-*.npz"))) == 2 and train_file.exists()
+
+
 def test_training_resumes_after_an_interrupt(teachers, workdir, _tiny_master, monkeypatch):
     from kdlib import train
 

@@ -70,6 +70,8 @@ def batch_for(student: str, tiny: Tiny, shape: str, rows: list[int] | None = Non
 
 
 def build(student: str, tiny: Tiny, shape: str, **overrides) -> nn.Module:
+    """A student; BERT students keep every piece of the tiny tokenizer unless `used_ids` says otherwise."""
+    overrides.setdefault("used_ids", range(len(tiny.tokenizer)))
     return models.build_student(student, tiny.spec(shape), vocab=tiny.vocab, tokenizer=tiny.tokenizer, **overrides)
 
 
@@ -327,3 +329,47 @@ def test_load_model_refuses_a_folder_that_is_not_a_model(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="not a kd-exam model folder"):
         models.load_model(tmp_path)
+
+
+@pytest.mark.parametrize("shape", ["single", "tagging"])
+def test_vocab_train_keeps_only_the_used_pieces_and_reads_the_rest_as_unk(shape, tiny, tmp_path):
+    batch = bert_batch(tiny, shape, rows=[0, 1, 2])
+    used = set(batch["input_ids"][:2].flatten().tolist())  # rows 0 and 1 are "the training text"
+    torch.manual_seed(0)
+    student = build("bert-tiny", tiny, shape, used_ids=used).eval()
+    kept = student.vocab_map.kept_ids
+    assert set(kept) == used | set(tiny.tokenizer.all_special_ids) and kept == sorted(kept)
+    assert student.hf.config.vocab_size == len(kept) < len(tiny.tokenizer)
+    assert student.word_embeddings().weight.shape[0] == len(kept)
+    assert student.hf.config.pad_token_id == kept.index(tiny.tokenizer.pad_token_id)
+    # a piece outside the kept set reads exactly what UNK reads
+    unk, dropped = tiny.tokenizer.unk_token_id, next(i for i in range(len(tiny.tokenizer)) if i not in kept)
+    one = {k: v[:1].clone() for k, v in batch.items()}
+    as_unk, as_dropped = dict(one, input_ids=one["input_ids"].clone()), dict(one, input_ids=one["input_ids"].clone())
+    as_unk["input_ids"][0, 1], as_dropped["input_ids"][0, 1] = unk, dropped
+    with torch.no_grad():
+        assert torch.equal(student(as_unk).logits, student(as_dropped).logits)
+        before = student(batch).logits
+    student.save_pretrained(tmp_path / "m")
+    again = models.load_model(tmp_path / "m").eval()
+    assert again.vocab_map == student.vocab_map
+    with torch.no_grad():
+        assert torch.equal(again(batch).logits, before)
+    full = build("bert-tiny", tiny, shape, pieces="full")
+    assert full.vocab_map is None and full.hf.config.vocab_size == len(tiny.tokenizer)
+    assert models.count_parameters(student) < models.count_parameters(full)
+
+
+def test_vocab_train_from_a_pretrained_folder_copies_the_kept_rows(tiny, tmp_path):
+    from transformers import BertModel
+
+    folder = models.save_random_bert(tmp_path, tiny.tokenizer, layers=2, hidden=128, heads=2, intermediate=512)
+    used = [5, 17, 40]
+    student = build("bert-tiny", tiny, "single", init=str(folder), used_ids=used)
+    pretrained = BertModel.from_pretrained(folder).get_input_embeddings().weight
+    kept = student.vocab_map.kept_ids
+    assert torch.equal(student.word_embeddings().weight, pretrained[torch.tensor(kept)])
+    with pytest.raises(ConfigError, match="pieces 'some' for student 'bert-tiny'"):
+        build("bert-tiny", tiny, "single", pieces="some")
+    with pytest.raises(ConfigError, match="needs used_ids="):
+        models.build_student("bert-tiny", tiny.spec("single"), tokenizer=tiny.tokenizer)
