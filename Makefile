@@ -9,6 +9,7 @@ TORCH_INDEX ?=
 KERNEL ?= kd-exam
 DATA_DIR ?= $(if $(KDEXAM_DATA_DIR),$(KDEXAM_DATA_DIR),$(if $(wildcard ../shared/data/indonlu),../shared/data/indonlu,data/indonlu))
 PYTEST_ARGS ?=
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && echo 2 || echo $$n)
 
 .PHONY: help venv test test-fast quickstart lab data-check clean
 
@@ -34,7 +35,7 @@ test-fast: venv  ## unit tests only
 quickstart: venv  ## offline: import the offline teacher, run params/quickstart.yaml, print the F1 table
 	test -d $(DATA_DIR)/smsa_doc-sentiment-prosa || $(BIN)/kdexam data download --data-dir $(DATA_DIR) -d smsa -d nergrit
 	$(BIN)/kdexam teacher import-offline --out outputs/models/multilingual-e5-small
-	HF_HUB_OFFLINE=1 $(BIN)/kdexam run params/quickstart.yaml --data-dir $(DATA_DIR)
+	HF_HUB_OFFLINE=1 $(BIN)/kdexam run params/quickstart.yaml --data-dir $(DATA_DIR) --jobs $(JOBS)
 	$(BIN)/kdexam report --study outputs/quickstart
 
 data-check: venv  ## table of the 12 datasets

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -101,8 +102,13 @@ def _run(args: argparse.Namespace) -> int:
             raise KdExamError(f"--jobs {args.jobs} is for the local executor; on a Dask cluster its workers decide "
                               "how many runs go at once.")
 
-    if not args.verbose:  # Dask's scheduler logs every connection at INFO, through the root logger's handler
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+    if not args.verbose:  # Dask logs every worker and connection at INFO: keep its warnings only, here and in
+        os.environ["DASK_LOGGING__DISTRIBUTED"] = "warning"  # the worker processes (they read the environment)
+        import dask
+
+        dask.config.set({"logging.distributed": "warning"})
+        for name in [n for n in logging.root.manager.loggerDict if n.startswith("distributed")] + ["distributed"]:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     def terminate(signum, frame):  # SLURM, Kubernetes and `kill` send SIGTERM: stop as cleanly as on Ctrl-C
         raise KeyboardInterrupt

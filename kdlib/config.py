@@ -11,9 +11,12 @@ distill:
   epochs: 10                      # any other DistillParams field
   student_options: {bilstm: {emb_dim: 100}}
 per_dataset:                      # optional overrides of the teacher/distill sections for one dataset
-  smsa: {teacher: {epochs: 1}}
+  smsa: {teacher: {epochs: 1}, per_student: {bert-small: {epochs: 2}}}
 per_student:                      # optional overrides of the distill section for one student
   bert-small: {epochs: 3}
+```
+Distill settings, last wins: distill < per_dataset.D.distill < per_student.S < per_dataset.D.per_student.S.
+```yaml
 ablation: {loss: {}}              # optional: the ablation stages of notebooks 03-05 (see _ablation below)
 ```
 Every unknown key, dataset, student, loss or wrongly typed value is an error naming it and the file.
@@ -78,12 +81,25 @@ class Study:
     tracking: str | None = None  # "mlflow": log every finished run to MLflow (kdlib.tracking)
 
     def distill_for(self, dataset: str, student: str = "") -> dict[str, Any]:
-        return {**self.distill, **self.per_dataset.get(dataset, {}).get("distill", {}),
-                **self.per_student.get(student, {})}
+        here = self.per_dataset.get(dataset, {})
+        return {**self.distill, **here.get("distill", {}), **self.per_student.get(student, {}),
+                **here.get("per_student", {}).get(student, {})}
 
     def study_dir(self, root: Path) -> Path:
         base = Path(self.output_dir)
         return (base if base.is_absolute() else root / base) / self.name
+
+
+def _per_student(raw: Any, where: str) -> dict[str, dict]:
+    """student -> distill overrides, each checked like a distill: section."""
+    from kdlib.models import get_student
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of student name -> distill settings.")
+    return {get_student(str(name)).name: _check_section(section or {}, DistillParams, set(), f"{where}.{name}")
+            for name, section in raw.items()}
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -185,14 +201,13 @@ def load_params(path: str | os.PathLike) -> Study:
         dataset = get_spec(str(key)).key
         if dataset not in datasets:
             raise ConfigError(f"{where}: {dataset} is not in this study's datasets ({', '.join(datasets)}).")
-        if not isinstance(section, dict) or set(section) - {"teacher", "distill"}:
-            raise ConfigError(f"{where}: expected a mapping with teacher: and/or distill: sections.")
+        if not isinstance(section, dict) or set(section) - {"teacher", "distill", "per_student"}:
+            raise ConfigError(f"{where}: expected a mapping with teacher:, distill: and/or per_student: sections.")
         per_dataset[dataset] = {
             "teacher": _check_section(section.get("teacher") or {}, TeacherParams, set(), f"{where}.teacher"),
-            "distill": _check_section(section.get("distill") or {}, DistillParams, set(), f"{where}.distill")}
-    per_student = {get_student(str(name)).name: _check_section(section or {}, DistillParams, set(),
-                                                               f"{path}: per_student.{name}")
-                   for name, section in (raw.get("per_student") or {}).items()}
+            "distill": _check_section(section.get("distill") or {}, DistillParams, set(), f"{where}.distill"),
+            "per_student": _per_student(section.get("per_student"), f"{where}.per_student")}
+    per_student = _per_student(raw.get("per_student"), f"{path}: per_student")
     threads = raw.get("threads", 0)
     if not _type_ok(threads, int):
         raise ConfigError(f"{path}: threads must be an integer, got {threads!r}.")

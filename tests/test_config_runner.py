@@ -111,6 +111,20 @@ def test_teachers_cache_train_logits_on_the_largest_cap_their_kd_students_read(t
     assert teacher_sets(own) == {"smsa": 30, "nergrit": 5}
 
 
+def test_per_dataset_per_student_overrides_win(tmp_path, tiny_data_dir):
+    text = GOOD.replace("nergrit: {teacher: {epochs: 3}, distill: {epochs: 5}}",
+                        "nergrit: {teacher: {epochs: 3}, distill: {epochs: 5}, per_student: {bert-tiny: {epochs: 1}}}")
+    study = config.load_params(write(tmp_path, text))
+    assert study.distill_for("nergrit", "bert-tiny")["epochs"] == 1  # beats per_student's 7
+    assert study.distill_for("smsa", "bert-tiny")["epochs"] == 7 and study.distill_for("nergrit", "bilstm")["epochs"] == 5
+    bad = text.replace("per_student: {bert-tiny:", "per_student: {bert-tiyn:")
+    with pytest.raises(ConfigError, match="unknown student 'bert-tiyn'"):
+        config.load_params(write(tmp_path, bad))
+    bad = text.replace("{bert-tiny: {epochs: 1}}", "{bert-tiny: {epoch: 1}}")
+    with pytest.raises(ConfigError, match="per_dataset.nergrit.per_student.bert-tiny"):
+        config.load_params(write(tmp_path, bad))
+
+
 def test_parameter_not_in_notebook_is_refused(tmp_path, tiny_data_dir):
     study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
     runs = runner.plan(study, data_dir=str(tiny_data_dir))
