@@ -135,7 +135,7 @@ def student_inputs(student: str, dataset: str, data_dir: Path, teacher_dir: Path
         used = {i for f in features["train"] for i in f["input_ids"]}
         model = models.build_student(student, spec, tokenizer=tokenizer, used_ids=used, **(options or {}))
     gold = {s: exam.gold_labels(dd[s], spec) for s in data.SPLITS}
-    return Inputs(model, features, collator, gold, spec_student.default_lr)
+    return Inputs(model, features, collator, gold, spec_student.lr_for(options or {}))
 
 
 def cached_logits(teacher_dir: Path, dataset: str, data_dir: Path) -> list[np.ndarray]:

@@ -309,7 +309,7 @@ def run_distill(p: DistillParams) -> RunResult:
                 f["teacher_logits"] = logits
     feats["train"] += extra_feats
 
-    lr = p.lr if p.lr is not None else student.default_lr
+    lr = p.lr if p.lr is not None else student.lr_for(p.student_options)
     cfg = TrainConfig(epochs=p.epochs, lr=lr, batch_size=p.batch_size, patience=p.patience, loss=p.loss,
                       alpha=p.alpha, temperature=p.temperature, seed=p.seed)
     result = fit(model, feats["train"], feats["valid"], gold_labels(dd["valid"], spec), spec, cfg, out / "work",

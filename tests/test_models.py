@@ -373,3 +373,10 @@ def test_vocab_train_from_a_pretrained_folder_copies_the_kept_rows(tiny, tmp_pat
         build("bert-tiny", tiny, "single", pieces="some")
     with pytest.raises(ConfigError, match="needs used_ids="):
         models.build_student("bert-tiny", tiny.spec("single"), tokenizer=tiny.tokenizer)
+
+
+def test_default_learning_rates_depend_on_the_init():
+    tiny = models.get_student("bert-tiny")
+    assert tiny.lr_for({}) == tiny.lr_for({"init": "random"}) == 1e-3
+    assert tiny.lr_for({"init": "/models/bert_uncased_L-2_H-128_A-2"}) == 1e-4
+    assert models.get_student("bilstm").lr_for({"init": "x"}) == 1e-3  # word students have no pretrained rate
