@@ -187,10 +187,10 @@ def run_teacher(p: TeacherParams) -> RunResult:
                                            "logit_train_examples": p.logit_train_examples})
 
     scores, logits_seconds = {}, 0.0
+    logit_sets = {**dd, "train": data.cap(dd["train"], p.logit_train_examples)}  # students' train examples only
     for split in data.SPLITS:
         t0 = time.perf_counter()
-        ds = data.cap(dd[split], p.logit_train_examples) if split == "train" else dd[split]
-        logits = cached_teacher_logits(out, spec, split, ds, model=model, tokenizer=tokenizer)
+        logits = cached_teacher_logits(out, spec, split, logit_sets[split], model=model, tokenizer=tokenizer)
         logits_seconds += time.perf_counter() - t0
         if split != "train":
             scores[split] = score_ids(spec, gold_labels(dd[split], spec), predictions(logits, _fallback(spec)))
@@ -198,7 +198,8 @@ def run_teacher(p: TeacherParams) -> RunResult:
         "stage": "teacher", "dataset": spec.key, "model": "teacher", "variant": p.base_model, "seed": p.seed,
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
         "parameters": models.count_parameters(model), "train_examples": len(train_ds),
-        "logit_train_examples": len(data.cap(dd["train"], p.logit_train_examples)), "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
+        "logit_train_examples": len(logit_sets["train"]), "best_epoch": result.best_epoch,
+        "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
         "wall_seconds": time.perf_counter() - started, "threads": threads, "history": result.history,
         "params": asdict(p), "environment": rundir.environment(),
     }

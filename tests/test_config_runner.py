@@ -116,7 +116,8 @@ def test_per_dataset_per_student_overrides_win(tmp_path, tiny_data_dir):
                         "nergrit: {teacher: {epochs: 3}, distill: {epochs: 5}, per_student: {bert-tiny: {epochs: 1}}}")
     study = config.load_params(write(tmp_path, text))
     assert study.distill_for("nergrit", "bert-tiny")["epochs"] == 1  # beats per_student's 7
-    assert study.distill_for("smsa", "bert-tiny")["epochs"] == 7 and study.distill_for("nergrit", "bilstm")["epochs"] == 5
+    assert study.distill_for("smsa", "bert-tiny")["epochs"] == 7
+    assert study.distill_for("nergrit", "bilstm")["epochs"] == 5
     bad = text.replace("per_student: {bert-tiny:", "per_student: {bert-tiyn:")
     with pytest.raises(ConfigError, match="unknown student 'bert-tiyn'"):
         config.load_params(write(tmp_path, bad))

@@ -147,9 +147,13 @@ def test_ctrl_c_returns_the_summary_so_far_and_leaves_unfinished_runs_unmarked(n
             time.sleep(0.1)
         signal.raise_signal(signal.SIGINT)  # delivered to the main thread, where execute() waits
 
-    print("HANDLER", signal.getsignal(signal.SIGINT))
+    # A shell's background job (`make test &`) inherits SIGINT ignored; Ctrl-C at a terminal has Python's handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_when_started, daemon=True).start()
-    summary = runner.execute(runs, jobs=1, echo=lambda line: None)
+    try:
+        summary = runner.execute(runs, jobs=1, echo=lambda line: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert summary.interrupted and not summary.ok
     assert summary.unfinished == ["teacher/a/teacher", "distill/a/s1"] and not summary.done + summary.blocked
     assert "INTERRUPTED: 2 run(s) left unfinished" in summary.render()
