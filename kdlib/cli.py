@@ -116,7 +116,8 @@ def _run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         summary = run_study(args.params, force=args.force, dry_run=args.dry_run, kernel=args.kernel,
-                            data_dir=args.data_dir, jobs=args.jobs, scheduler=args.scheduler)
+                            data_dir=args.data_dir, jobs=args.jobs, scheduler=args.scheduler,
+                            rerun_changed=args.rerun_changed)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if summary.interrupted:
@@ -135,6 +136,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("params", metavar="PARAMS", help="study file, e.g. params/quickstart.yaml")
     p.add_argument("--data-dir", metavar="DIR", help="IndoNLU data folder (overrides the file and $KDEXAM_DATA_DIR)")
     p.add_argument("--force", action="store_true", help="rerun runs that are already done")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="redo finished runs whose settings the study file has changed since, and the runs that "
+                        "read them (without it, such runs are an error: results never silently mix settings)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs without executing them")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel for papermill (default: %(default)s)")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
@@ -315,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kdexam: interrupted; finished results are kept, rerun the same command to resume.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kdexam ... | head`: the reader left; say nothing more to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from kdlib.exam import DistillParams, TeacherParams
 TOP_KEYS = {"study", "description", "data_dir", "output_dir", "datasets", "seeds", "threads", "teacher", "distill",
             "per_dataset", "per_student"}
 TOP_KEYS |= {"ablation"}  # the ablation stages (notebooks 03-05), parsed by _ablation below
+TOP_KEYS |= {"teachers_from"}  # another study's finished teachers, instead of training this study's own
 # Set by the runner per run, never by a params file.
 RUN_OWNED = {"dataset", "out_dir", "data_dir", "seed", "threads", "student", "teacher_dir", "loss", "alpha",
              "temperature", "student_options"}
@@ -79,6 +80,19 @@ class Study:
     ablation: Ablation | None = None  # the ablation stages, when the file has an ablation: section
     profile: dict[str, Any] | None = None  # ProfileParams settings when the file has a profile: section
     tracking: str | None = None  # "mlflow": log every finished run to MLflow (kdlib.tracking)
+    teachers_from: str | None = None  # a study name (under output_dir) or study folder whose teachers this one reads
+
+    def teachers_dir(self, root: Path) -> Path:
+        """The study folder whose teacher/<dataset>/teacher runs this study's students read."""
+        if not self.teachers_from:
+            return self.study_dir(root)
+        named = Path(self.teachers_from).expanduser()
+        if named.is_absolute():
+            return named
+        if len(named.parts) > 1:  # a path: relative to the params file, like every other path in it
+            return (self.path.parent / named).resolve()
+        return Study(name=self.teachers_from, path=self.path, datasets=self.datasets,
+                     output_dir=self.output_dir).study_dir(root)
 
     def distill_for(self, dataset: str, student: str = "") -> dict[str, Any]:
         here = self.per_dataset.get(dataset, {})
@@ -218,7 +232,8 @@ def load_params(path: str | os.PathLike) -> Study:
                  per_dataset=per_dataset, per_student=per_student,
                  ablation=_ablation(raw.get("ablation"), path, students, datasets),
                  profile=_profile(raw.get("profile", False), path, datasets),
-                 tracking=_tracking(raw.get("tracking"), path))
+                 tracking=_tracking(raw.get("tracking"), path),
+                 teachers_from=_teachers_from(raw, path, per_dataset))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -424,3 +439,27 @@ def _tracking(raw: Any, path: Path) -> str | None:
     if raw not in TRACKERS:
         raise ConfigError(f"{path}: tracking: {raw!r} is not a tracker; known: {', '.join(TRACKERS)}.")
     return raw
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Borrowed teachers: `teachers_from: core-offline` (a study name under output_dir, or a study folder) makes this
+# study's students and ablations read that study's finished teachers and their logit caches. An expensive teacher
+# (BERT-base on a GPU) is then trained once and examined by any number of studies. Its settings are the other
+# study's, so this file may not set any.
+
+def _teachers_from(raw: dict, path: Path, per_dataset: dict[str, dict]) -> str | None:
+    value = raw.get("teachers_from")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}: teachers_from: a study name or study folder, got {value!r}.")
+    if value == raw["study"]:
+        raise ConfigError(f"{path}: teachers_from names this study itself ({value!r}); drop it to train its teachers.")
+    overridden = [f"per_dataset.{d}.teacher" for d, section in per_dataset.items() if section["teacher"]]
+    if raw.get("teacher") or overridden:
+        raise ConfigError(f"{path}: a study with teachers_from ({value!r}) reads that study's teachers as they were "
+                          f"trained; remove its {', '.join(['teacher'] * bool(raw.get('teacher')) + overridden)}.")
+    if raw.get("profile") not in (None, False):
+        raise ConfigError(f"{path}: profile: measures a study's own teachers and students; a study with "
+                          f"teachers_from has no teachers of its own. Profile {value!r} instead.")
+    return value

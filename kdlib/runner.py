@@ -78,8 +78,11 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
     data = str(resolve_data_dir(data_dir or study.data_dir))
     models_dir = str(study_dir.parent / "models")
     runs: list[Run] = []
-    teacher_dirs = {d: study_dir / "teacher" / d / "teacher" for d in study.datasets}
-    for dataset, teacher_dir in teacher_dirs.items():  # teachers first: every student needs one
+    if study.teachers_from:  # another study's finished teachers: nothing to train here
+        teacher_dirs = borrowed_teachers(study, root)
+    else:
+        teacher_dirs = {d: study_dir / "teacher" / d / "teacher" for d in study.datasets}
+    for dataset, teacher_dir in ({} if study.teachers_from else teacher_dirs).items():  # teachers first
         runs.append(Run("teacher", dataset, "teacher", notebooks_dir / NOTEBOOKS["teacher"], teacher_dir,
                         {**recipe_defaults(TeacherParams), "models_dir": models_dir, **study.teacher_for(dataset),
                          "dataset": dataset,
@@ -104,6 +107,18 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
     runs = _teacher_logit_sets(runs, study)
     runs += profile_runs(study, runs, study_dir, notebooks_dir, data)
     return runs
+
+
+def borrowed_teachers(study: Study, root: Path) -> dict[str, Path]:
+    """The teacher folders of the study named in `teachers_from`; every one must be finished already."""
+    source = study.teachers_dir(root)
+    teachers = {d: source / "teacher" / d / "teacher" for d in study.datasets}
+    missing = [d for d, t in teachers.items() if not rundir.is_done(t)]
+    if missing:
+        raise ConfigError(f"{study.path}: teachers_from {study.teachers_from!r}: no finished teacher for "
+                          f"{', '.join(missing)} in {source / 'teacher'}. Run that study first (with these datasets "
+                          "in it), or drop teachers_from to train teachers in this study.")
+    return teachers
 
 
 def _teacher_logit_sets(runs: list[Run], study: Study) -> list[Run]:
@@ -201,6 +216,60 @@ def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: 
     return [*profiles, analysis]
 
 
+# Keys that say where a run lives or how it is executed, not what it computes: a moved repository or another
+# --jobs does not make a finished run stale.
+NOT_SETTINGS = {"threads", "executed_notebook"}
+
+
+def changed_settings(run: Run) -> list[str]:
+    """For a finished run: how its recorded parameters differ from the planned ones, as 'key: old -> new'."""
+    path = run.out_dir / "params.json"
+    if not path.is_file():
+        return []
+    recorded = rundir.read_json(path).get("parameters", {})
+    # Keys on one side only come from another kd-exam version (runs record every recipe field), not from the file.
+    keys = sorted((set(recorded) & set(run.parameters)) - NOT_SETTINGS)
+    return [f"{k}: {recorded[k]!r} -> {run.parameters[k]!r}" for k in keys
+            if not k.endswith("_dir") and recorded[k] != run.parameters[k]]
+
+
+def stale_runs(runs: list[Run]) -> dict[Path, list[str]]:
+    """Finished runs whose parameters the study file has since changed, plus every finished run that read one of
+    them (a student of a changed teacher read that teacher's logits), in plan order."""
+    names = {r.out_dir: r.name for r in runs}
+    stale: dict[Path, list[str]] = {}
+    for run in runs:  # plan order: a run's needs come before it
+        if not rundir.is_done(run.out_dir):
+            continue
+        diff = changed_settings(run)
+        upstream = [n for n in run.needs if n in stale]
+        if diff or upstream:
+            stale[run.out_dir] = diff or [f"it read {names[upstream[0]]}, which changed"]
+    return stale
+
+
+def outdated_runs(runs: list[Run], redo: set[Path] = frozenset()) -> list[Path]:
+    """Finished runs that need a run which will run now (new, unfinished or redone): an analysis of a study that
+    gained a dataset, the summary run of an ablation grid that gained a seed. They are redone after it, with
+    nothing lost: what they read is kept."""
+    pending = {r.out_dir for r in runs if r.out_dir in redo or not rundir.is_done(r.out_dir)}
+    outdated = []
+    for run in runs:  # plan order: a run's needs come before it
+        if run.out_dir not in pending and any(n in pending for n in run.needs):
+            pending.add(run.out_dir)
+            outdated.append(run.out_dir)
+    return outdated
+
+
+def refuse_stale(runs: list[Run], stale: dict[Path, list[str]]) -> None:
+    names = {r.out_dir: r.name for r in runs}
+    shown = [f"{names[p]} ({'; '.join(d[:3])})" for p, d in list(stale.items())[:5]]
+    more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
+    raise ConfigError(f"{len(stale)} finished run(s) were made with other settings than the study file now has: "
+                      f"{', '.join(shown)}{more}. Rerun with --rerun-changed to redo them (their folders are "
+                      "replaced), restore the old settings, or give the study a new name to keep both.")
+
+
 def check_parameters(runs: list[Run]) -> None:
     """papermill only warns on unknown parameters; we refuse before running anything."""
     import papermill
@@ -249,12 +318,14 @@ def execute_run(run: Run, *, kernel: str = "python3") -> None:
 
 
 def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jobs: int = 1,
-            scheduler: str | None = None, echo=print, on_done: Callable[[Run], None] | None = None) -> Summary:
+            scheduler: str | None = None, echo=print, on_done: Callable[[Run], None] | None = None,
+            redo: set[Path] = frozenset()) -> Summary:
     """Run what is not done yet as Dask tasks, each once the runs it needs are done; a failure blocks only those.
 
     Local: `jobs` worker processes. `scheduler`: an existing Dask cluster. A run is submitted only when it can
     start (not as a task depending on its teacher's task), so Dask places it on any free worker. Ctrl-C (or SIGTERM
-    from the CLI) returns the summary so far with `interrupted` set: unfinished runs have no done.json.
+    from the CLI) returns the summary so far with `interrupted` set: unfinished runs have no done.json. Runs in
+    `redo` (stale ones) are redone like `force` does for all.
     """
     from distributed import as_completed
 
@@ -262,7 +333,7 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jo
     summary = Summary()
     waiting: list[Run] = []
     for run in runs:
-        if force and run.out_dir.exists():
+        if (force or run.out_dir in redo) and run.out_dir.exists():
             shutil.rmtree(run.out_dir)
         if rundir.is_done(run.out_dir):
             summary.skipped.append(run.name)
@@ -350,24 +421,41 @@ def _outcome(future, run: Run) -> parallel.Outcome:
 
 def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: str = "python3",
               data_dir: str | None = None, root: Path = REPO_ROOT, jobs: int = 1, scheduler: str | None = None,
-              echo=print) -> Summary:
+              rerun_changed: bool = False, echo=print) -> Summary:
     from kdlib.config import load_params
 
     study = load_params(path)
     runs = plan(study, root=root, data_dir=data_dir)
     check_parameters(runs)
+    stale = {} if force else stale_runs(runs)
     echo(f"study {study.name}: {len(runs)} runs -> {study.study_dir(root)}")
+    if study.teachers_from:
+        echo(f"  teachers from {study.teachers_dir(root)} (finished)")
+    outdated = outdated_runs(runs, set(stale))
     if dry_run:
         for run in runs:
             state = "done" if rundir.is_done(run.out_dir) else "to run"
+            if run.out_dir in stale:
+                state = f"done, CHANGED: {'; '.join(stale[run.out_dir][:3])}"
+            elif run.out_dir in outdated:
+                state = "done, redone after the runs it reads"
             echo(f"  {run.name} ({state})")
         return Summary(skipped=[r.name for r in runs])
+    if stale and not rerun_changed:
+        refuse_stale(runs, stale)
+    if stale:
+        echo(f"{len(stale)} finished run(s) with changed settings: redone")
+    if outdated:
+        names = {r.out_dir: r.name for r in runs}
+        echo(f"{len(outdated)} finished run(s) read runs that will run now: redone after them "
+             f"({', '.join(names[p] for p in outdated[:3])}{', ...' if len(outdated) > 3 else ''})")
     on_done = None
     if study.tracking == "mlflow":
         from kdlib import tracking
 
         on_done = tracking.mlflow_logger(study.name, study.study_dir(root).parent / "mlruns", echo=echo)
-    summary = execute(runs, force=force, kernel=kernel, jobs=jobs, scheduler=scheduler, echo=echo, on_done=on_done)
+    summary = execute(runs, force=force, kernel=kernel, jobs=jobs, scheduler=scheduler, echo=echo, on_done=on_done,
+                      redo={*stale, *outdated})
     echo(summary.render())
     sys.stdout.flush()
     return summary

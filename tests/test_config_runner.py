@@ -138,3 +138,95 @@ def test_shipped_params_files_validate():
     for path in sorted(runner.REPO_ROOT.glob("params/*.yaml")):
         study = config.load_params(path)
         assert study.datasets, path
+
+
+def _finish(run: runner.Run, parameters: dict | None = None) -> None:
+    """Make a run look finished, as execute_notebook leaves it, with these recorded parameters."""
+    from kdlib import rundir
+
+    rundir.write_json(run.out_dir / "params.json", {"run": run.name, "parameters": parameters or run.parameters})
+    rundir.mark_done(run.out_dir, run=run.name)
+
+
+def test_changed_settings_make_finished_runs_and_their_readers_stale(tmp_path, tiny_data_dir):
+    study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    for run in runs:
+        _finish(run, {**run.parameters, "threads": 7, "data_dir": "/elsewhere"})  # how it ran, not what it computed
+    assert runner.stale_runs(runs) == {}
+
+    edited = write(tmp_path, GOOD.replace("nergrit: {teacher: {epochs: 3}", "nergrit: {teacher: {epochs: 4}")
+                   + f"output_dir: {tmp_path / 'out'}\n")
+    runs = runner.plan(config.load_params(edited), data_dir=str(tiny_data_dir))
+    stale = runner.stale_runs(runs)
+    names = {r.out_dir: r.name for r in runs}
+    assert stale[runs[1].out_dir] == ["epochs: 3 -> 4"]
+    students = [r for r in runs if r.dataset == "nergrit" and r.stage == "distill"]
+    assert {names[p] for p in stale} == {"teacher/nergrit/teacher", *(r.name for r in students)}
+    assert stale[students[0].out_dir] == ["it read teacher/nergrit/teacher, which changed"]
+
+    lines = []
+    with pytest.raises(ConfigError, match=r"13 finished run\(s\) were made with other settings.*epochs: 3 -> 4.*"
+                                          r"--rerun-changed"):
+        runner.run_study(str(edited), data_dir=str(tiny_data_dir), echo=lines.append)
+    runner.run_study(str(edited), data_dir=str(tiny_data_dir), dry_run=True, echo=lines.append)
+    assert any("teacher/nergrit/teacher (done, CHANGED: epochs: 3 -> 4)" in line for line in lines)
+
+
+def test_a_kdexam_upgrade_that_adds_a_parameter_does_not_make_runs_stale(tmp_path, tiny_data_dir):
+    study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    old = {k: v for k, v in runs[0].parameters.items() if k != "patience"}  # recorded before `patience` existed
+    _finish(runs[0], old)
+    assert runner.stale_runs(runs) == {}
+
+
+TEACHERS_FROM = """
+study: borrower
+datasets: [smsa]
+teachers_from: lender
+distill: {students: [bilstm], variants: [mse]}
+"""
+
+
+def test_teachers_from_reads_another_studys_finished_teachers(tmp_path, tiny_data_dir):
+    out = tmp_path / "out"
+    lender = config.load_params(write(tmp_path, GOOD + f"output_dir: {out}\n").rename(tmp_path / "lender.yaml"))
+    lender = config.Study(**{**lender.__dict__, "name": "lender"})
+    lender_runs = runner.plan(lender, data_dir=str(tiny_data_dir))
+    borrower = config.load_params(write(tmp_path, TEACHERS_FROM + f"output_dir: {out}\n"))
+    with pytest.raises(ConfigError, match=r"teachers_from 'lender': no finished teacher for smsa in .*lender/teacher"):
+        runner.plan(borrower, data_dir=str(tiny_data_dir))
+
+    _finish(lender_runs[0])
+    runs = runner.plan(borrower, data_dir=str(tiny_data_dir))
+    assert [r.stage for r in runs] == ["distill"]  # nothing to train: the teacher is lender's
+    assert runs[0].parameters["teacher_dir"] == str(out / "lender" / "teacher" / "smsa" / "teacher")
+    assert runs[0].needs == (out / "lender" / "teacher" / "smsa" / "teacher",)
+    assert runs[0].out_dir == out / "borrower" / "distill" / "smsa" / "bilstm-mse-s0"
+    runner.check_parameters(runs)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("teacher: {epochs: 2}\n", "reads that study's teachers as they were trained; remove its teacher"),
+    ("per_dataset: {smsa: {teacher: {lr: 0.1}}}\n", "remove its per_dataset.smsa.teacher"),
+    ("profile: {}\n", "a study with teachers_from has no teachers of its own"),
+])
+def test_teachers_from_refuses_teacher_settings_of_its_own(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load_params(write(tmp_path, TEACHERS_FROM + extra))
+    with pytest.raises(ConfigError, match="names this study itself"):
+        config.load_params(write(tmp_path, TEACHERS_FROM.replace("lender", "borrower")))
+
+
+def test_finished_runs_that_read_a_run_to_do_are_redone_after_it(tmp_path, tiny_data_dir):
+    study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    for run in runs:
+        _finish(run)
+    assert runner.outdated_runs(runs) == []
+    (runs[1].out_dir / "done.json").unlink()  # the nergrit teacher is to be redone (deleted, interrupted)
+    nergrit = [r.out_dir for r in runs if r.dataset == "nergrit" and r.stage == "distill"]
+    assert runner.outdated_runs(runs) == nergrit
+    assert runner.stale_runs(runs) == {}  # nothing changed: no consent needed, they are simply redone
+    assert runner.outdated_runs(runs, {runs[0].out_dir}) == [r.out_dir for r in runs[2:]]  # smsa's too
