@@ -162,19 +162,34 @@ def _report(args: argparse.Namespace) -> int:
     study = Path(args.study)
     if not study.is_dir():
         raise KdExamError(f"study folder {study} not found; run `kdexam run PARAMS` first (studies live in outputs/).")
+    from kdlib import stats
+
     df = report.collect(study)
     if df.empty:
         raise KdExamError(f"no finished run under {study}; run or resume it with `kdexam run PARAMS`.")
-    table = report.summary(df)
-    print(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
-    print(table.to_string() if args.format == "table" else table.to_csv())
+    show = (lambda t: t.to_string(index=False)) if args.format == "table" else (lambda t: t.to_csv(index=False))
+    quality = df[df["stage"].isin(report.QUALITY_STAGES)]
+    if not quality.empty:
+        table = report.summary(quality)
+        print(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
+        print(table.to_string() if args.format == "table" else table.to_csv())
+    for stage, tables in stats.study_ablations(study).items():
+        print(f"\n{stage}: the best variant per dataset x student, and its margin over the runner-up (F1 points, "
+              "paired bootstrap 95% CI over seeds and test examples)")
+        print(show(tables.pop("winners")))
+        for key, table in tables.items():
+            if not table.empty:
+                print(f"\nclaim: {stats.CLAIMS[key].text} — {stats.verdict(table)}")
+                print(show(table))
     return 0
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="print the test-F1 table of a study",
+    p = sub.add_parser("report", help="print the test-F1 table of a study, and its ablations' winners and claims",
                        description="Collect every finished run's metrics.json under a study folder and print "
-                                   "test F1 per dataset for the teacher and each student/variant.")
+                                   "test F1 per dataset for the teacher and each student/variant; for ablation "
+                                   "stages, the winner of each dataset x student grid with its margin over the "
+                                   "runner-up, and each claim the stage tests (A - B with a paired bootstrap 95% CI).")
     p.add_argument("--study", required=True, metavar="DIR", help="study folder, e.g. outputs/quickstart")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
     p.set_defaults(func=_report)

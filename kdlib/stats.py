@@ -302,6 +302,69 @@ def contrast(runs: pd.DataFrame, a: str | Sequence[str], b: str | Sequence[str])
     return pd.DataFrame(rows).round(2)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The claims each ablation tests, one registry for the notebooks and the study summary (`kdexam report`)
+
+@dataclass(frozen=True)
+class Claim:
+    """A contrast A - B between two sets of variants (names or fnmatch patterns; each side picks its best member)."""
+
+    stage: str
+    text: str
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+    pure_kd: bool = False  # compare variants without a hard-label term (alpha = 0) only
+
+
+CLAIMS: dict[str, Claim] = {
+    "mse-vs-kl": Claim("ablation-loss", "MSE on raw logits >= KL with a temperature", ("mse",), ("kl-*",),
+                       pure_kd=True),
+    "kd-vs-no-kd": Claim("ablation-loss", "the teacher helps: the best pure KD loss beats no KD", ("mse", "kl-*"),
+                         ("no-kd",), pure_kd=True),
+    "in-domain-vs-random": Claim("ablation-embedding", "in-domain embeddings beat random ones",
+                                 ("word2vec*", "fasttext*"), ("random",)),
+    "tuned-vs-frozen": Claim("ablation-embedding", "fine-tuned in-domain embeddings beat frozen ones",
+                             ("word2vec", "fasttext"), ("word2vec-frozen", "fasttext-frozen")),
+    "vec-vs-random": Claim("ablation-embedding", "a downloaded .vec file beats random embeddings", ("vec-*",),
+                           ("random",)),
+    "augmentation-helps": Claim("ablation-augmentation", "augmentation helps: the best larger transfer set beats "
+                                "the train split alone", ("tang-*", "indonlu-*", "file-*"), ("train-x1",)),
+    "rules-vs-text": Claim("ablation-augmentation", "Tang et al.'s rules beat real unlabelled text", ("tang-*",),
+                           ("indonlu-*", "file-*")),
+}
+
+
+def claim(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The contrast of CLAIMS[key] per dataset and student (see `contrast`); empty when a side is missing."""
+    c = CLAIMS[key]
+    if c.pure_kd and not runs.empty:
+        runs = runs[runs["alpha"].fillna(0) == 0]
+    return contrast(runs, list(c.a), list(c.b))
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """How many grids support a claim (A - B > 0 with a CI excluding 0), contradict it, or cannot tell."""
+    if table.empty:
+        return "not tested"
+    up = int(((table["real?"] == "yes") & (table["margin"] > 0)).sum())
+    down = int(((table["real?"] == "yes") & (table["margin"] < 0)).sum())
+    return (f"supported in {up} of {len(table)} grids, contradicted in {down}, no evidence either way in "
+            f"{len(table) - up - down}; mean margin {table['margin'].mean():+.2f} F1 points")
+
+
+def study_ablations(study_dir: str | os.PathLike) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per ablation stage of a study: its winners table (every dataset x student grid) and one table per claim."""
+    out = {}
+    for stage_dir in sorted(Path(study_dir).glob("ablation-*")):
+        runs = ablation_runs(stage_dir)
+        if runs.empty:
+            continue
+        tables = {"winners": winners(runs)}
+        tables.update({key: claim(runs, key) for key, c in CLAIMS.items() if c.stage == stage_dir.name})
+        out[stage_dir.name] = tables
+    return out
+
+
 def oov_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and embedding source: OOV rate over the student's vocabulary and over the test tokens (%)."""
     emb = runs.dropna(subset=["oov_rate"])

@@ -160,3 +160,37 @@ def test_plots_draw_one_panel_per_dataset(grid):
                         transfer_size=runs["variant"].map({"mse": 1.0, "kl-T2": 5.0, "no-kd": 10.0}))
     assert len(stats.plot_size_curve(sized).axes) >= 1
     assert isinstance(stats.wall_time(runs), pd.DataFrame)
+
+
+def test_claims_compare_pure_kd_losses_and_say_whether_the_data_supports_them(grid):
+    root, _ = grid
+    gold = rundir.read_json(next(root.rglob(stats.PREDICTIONS)))["gold"]
+    for seed in range(3):  # an alpha-mix better than every pure loss: the pure-KD claims must not pick it
+        run = _write_run(root, "kl-T2-a0.5", seed, gold, gold)
+        m = rundir.read_json(run / rundir.METRICS)
+        rundir.write_json(run / rundir.METRICS, {**m, "alpha": 0.5})
+    runs = stats.ablation_runs(root)
+    mse_kl = stats.claim(runs, "mse-vs-kl").iloc[0]
+    assert (mse_kl["A"], mse_kl["B"]) == ("mse", "kl-T2")
+    kd = stats.claim(runs, "kd-vs-no-kd")
+    assert kd.iloc[0]["A"] == "mse" and kd.iloc[0]["real?"] == "yes"
+    assert stats.verdict(kd).startswith("supported in 1 of 1 grids, contradicted in 0")
+    flipped = kd.assign(margin=-kd["margin"])
+    assert "contradicted in 1" in stats.verdict(flipped)
+    assert stats.verdict(stats.claim(runs, "vec-vs-random")) == "not tested"
+
+    summary = stats.study_ablations(root)
+    assert list(summary) == ["ablation-loss"]
+    assert set(summary["ablation-loss"]) == {"winners", "mse-vs-kl", "kd-vs-no-kd"}
+    assert summary["ablation-loss"]["winners"].iloc[0]["best"] == "kl-T2-a0.5"
+
+
+def test_kdexam_report_prints_the_winners_and_claims_of_an_ablation_study(grid, capsys):
+    from kdlib import cli
+
+    root, _ = grid
+    assert cli.main(["report", "--study", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "ablation-loss: the best variant per dataset x student" in out
+    assert "claim: the teacher helps: the best pure KD loss beats no KD — supported in 1 of 1 grids" in out
+    assert "test F1 (%) per dataset" not in out  # no teacher or distill run in this study
