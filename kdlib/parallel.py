@@ -98,8 +98,18 @@ def execute_notebook(name: str, notebook: Path, out_dir: Path, parameters: dict[
     rundir.write_json(out_dir / "params.json", {"run": name, "notebook": notebook.name, "parameters": parameters})
     started = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters=parameters,
-                               kernel_name=kernel, cwd=str(out_dir), progress_bar=False, log_output=False)
+                               kernel_name=kernel, cwd=str(out_dir), progress_bar=False, log_output=False,
+                               **_kernel_config())
     rundir.mark_done(out_dir, run=name, seconds=round(time.perf_counter() - started, 1))
+
+
+def _kernel_config() -> dict[str, Any]:
+    """CurveZMQ encryption between papermill and its kernel where pyzmq has it: ipykernel >= 7.3 warns on every start
+    of an unencrypted TCP kernel, once per run in a study's output."""
+    import zmq
+    from traitlets.config import Config
+
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})} if zmq.has("curve") else {}
 
 
 def notebook_task(name: str, notebook: Path, out_dir: Path, parameters: dict[str, Any], kernel: str,

@@ -79,6 +79,13 @@ def matrix(notebook: Path, root: Path, *, fail_b: bool) -> list[runner.Run]:
             make_run(notebook, root, "distill/b/s1", needs=("teacher/b/teacher",))]
 
 
+def test_one_run_in_this_process_writes_done_last_and_its_kernel_start_is_quiet(notebook, tmp_path, capfd):
+    run = make_run(notebook, tmp_path, "teacher/a/teacher")
+    runner.execute_run(run)
+    assert record(run)["name"] == "teacher/a/teacher" and rundir.is_done(run.out_dir)
+    assert "without encryption" not in capfd.readouterr().err  # ipykernel's warning on an unencrypted kernel
+
+
 def test_two_jobs_run_in_dependency_order_split_threads_and_isolate_a_failure(notebook, tmp_path):
     lines: list[str] = []
     runs = matrix(notebook, tmp_path, fail_b=True)
