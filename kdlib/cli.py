@@ -173,6 +173,9 @@ def _report(args: argparse.Namespace) -> int:
         table = report.summary(quality)
         print(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
         print(table.to_string() if args.format == "table" else table.to_csv())
+        note = report.capped_note(quality)
+        if note and args.format == "table":
+            print(note)
     for stage, tables in stats.study_ablations(study).items():
         print(f"\n{stage}: the best variant per dataset x student, and its margin over the runner-up (F1 points, "
               "paired bootstrap 95% CI over seeds and test examples)")

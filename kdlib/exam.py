@@ -44,6 +44,7 @@ class TeacherParams:
     models_dir: str = "outputs/models"  # where "offline"/"tiny-random" base models are built once
     max_length: int = 128
     max_train_examples: int | None = None  # None = the full train split
+    max_valid_examples: int | None = None  # None = the full valid split (early stopping and best epoch read it)
     logit_train_examples: int | None = None  # train logits cached on data.subset_indices(n, this); None = all
     epochs: int = 3
     lr: float = 5e-5
@@ -67,6 +68,7 @@ class DistillParams:
     alpha: float = 0.0
     temperature: float = 1.0
     max_train_examples: int | None = None
+    max_valid_examples: int | None = None  # None = the full valid split (early stopping and best epoch read it)
     epochs: int = 10
     lr: float | None = None  # None = the student's default
     batch_size: int = 32
@@ -167,6 +169,7 @@ def run_teacher(p: TeacherParams) -> RunResult:
     set_seed(p.seed)
     out = Path(p.out_dir)
     dd = data.load_indonlu(spec.key, p.data_dir)
+    dd["valid"] = data.cap(dd["valid"], p.max_valid_examples)  # one fixed subset, like a capped train split
     base = resolve_base_model(p.base_model, p.models_dir, dd, spec)
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=_offline())
     model = models.BertTaskModel.from_encoder(base, spec)
@@ -198,7 +201,7 @@ def run_teacher(p: TeacherParams) -> RunResult:
         "stage": "teacher", "dataset": spec.key, "model": "teacher", "variant": p.base_model, "seed": p.seed,
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
         "parameters": models.count_parameters(model), "train_examples": len(train_ds),
-        "logit_train_examples": len(logit_sets["train"]), "best_epoch": result.best_epoch,
+        "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]), "logit_train_examples": len(logit_sets["train"]), "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
         "wall_seconds": time.perf_counter() - started, "threads": threads, "history": result.history,
         "params": asdict(p), "environment": rundir.environment(),
@@ -269,6 +272,7 @@ def run_distill(p: DistillParams) -> RunResult:
         raise ConfigError(f"{teacher_dir} holds no finished teacher for {spec.key}; run notebooks/01_teacher first "
                           "(kdexam run does this in order).")
     dd = data.load_indonlu(spec.key, p.data_dir)
+    dd["valid"] = data.cap(dd["valid"], p.max_valid_examples)
     train_idx = data.subset_indices(len(dd["train"]), p.max_train_examples)
     train_ds = dd["train"].select(train_idx)
     transfer = augment.build_transfer_set(
@@ -328,7 +332,8 @@ def run_distill(p: DistillParams) -> RunResult:
         "loss": p.loss, "alpha": p.alpha, "temperature": p.temperature, "kd": p.loss != "ce",
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
         "teacher_f1": teacher_metrics.get("f1"), "parameters": models.count_parameters(model),
-        "train_examples": len(train_ds), "transfer_examples": len(transfer), "transfer": transfer.info,
+        "train_examples": len(train_ds), "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]),
+        "transfer_examples": len(transfer), "transfer": transfer.info,
         "embedding": embedding_info, "lr": lr, "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds, "wall_seconds": time.perf_counter() - started, "threads": threads,
         "history": result.history, "params": asdict(p), "environment": rundir.environment(),

@@ -19,8 +19,8 @@ import pandas as pd
 from kdlib import rundir
 
 COLUMNS = ["stage", "dataset", "model", "variant", "seed", "kd", "loss", "alpha", "temperature", "f1",
-           "valid_f1", "teacher_f1", "parameters", "train_examples", "best_epoch", "train_seconds", "wall_seconds",
-           "finished", "run_dir"]
+           "valid_f1", "teacher_f1", "parameters", "train_examples", "train_split_examples", "best_epoch",
+           "train_seconds", "wall_seconds", "finished", "run_dir"]
 
 
 def collect(study_dir: str | os.PathLike, *, finished_only: bool = True) -> pd.DataFrame:
@@ -37,6 +37,7 @@ def collect(study_dir: str | os.PathLike, *, finished_only: bool = True) -> pd.D
             "alpha": m.get("alpha"), "temperature": m.get("temperature"), "f1": m.get("f1"),
             "valid_f1": (m.get("valid") or {}).get("f1"), "teacher_f1": m.get("teacher_f1"),
             "parameters": m.get("parameters"), "train_examples": m.get("train_examples"),
+            "train_split_examples": m.get("train_split_examples"),
             "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds"),
             "wall_seconds": m.get("wall_seconds"), "finished": finished, "run_dir": str(path.parent),
         })
@@ -121,6 +122,20 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     table = text.unstack("column")
     order = ["teacher"] + sorted(c for c in table.columns if c != "teacher")
     return table[[c for c in order if c in table.columns]]
+
+
+def capped_note(df: pd.DataFrame) -> str:
+    """One line naming the runs that trained on a capped train split ("" when none did): their scores are not the
+    exam's, and a reader of the table must be told."""
+    known = df.dropna(subset=["train_examples", "train_split_examples"])
+    capped = known[known["train_examples"] < known["train_split_examples"]]
+    if capped.empty:
+        return ""
+    parts = [f"{dataset} {'teacher' if model == 'teacher' else model} {int(g['train_examples'].min()):,} of "
+             f"{int(g['train_split_examples'].iloc[0]):,}" for (dataset, model), g in
+             capped.groupby(["dataset", "model"], sort=True)]
+    return ("CAPPED train sets (a fixed random subset of the split, for speed): " + "; ".join(parts)
+            + ". These scores are a smoke test, not the exam's results.")
 
 
 # ----------------------------------------------------------------------------------------------------------------

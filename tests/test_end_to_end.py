@@ -72,8 +72,10 @@ def test_a_capped_teacher_cache_serves_every_smaller_cap_without_the_teacher(tea
                                                                            monkeypatch):
     teacher = exam.run_teacher(exam.TeacherParams(
         dataset="smsa", out_dir=str(workdir / "teacher" / "smsa-capped"), data_dir=str(_tiny_master),
-        models_dir=str(workdir / "models"), epochs=1, lr=1e-3, max_length=64, logit_train_examples=25))
+        models_dir=str(workdir / "models"), epochs=1, lr=1e-3, max_length=64, logit_train_examples=25,
+        max_valid_examples=15))
     assert teacher.metrics["logit_train_examples"] == 25
+    assert teacher.metrics["valid_examples"] == 15 and teachers["smsa"].metrics["valid_examples"] == 40
     (train_file,) = (teacher.out_dir / "logits").glob("train-*.npz")
     full = exam.cached_teacher_logits(teachers["smsa"].out_dir, data.get_spec("smsa"), "train",
                                       data.load_indonlu("smsa", str(_tiny_master))["train"])
@@ -89,8 +91,9 @@ def test_a_capped_teacher_cache_serves_every_smaller_cap_without_the_teacher(tea
         assert len(got) == cap and got[0].shape == full[0].shape
     p = exam.DistillParams(dataset="smsa", student="cnn", teacher_dir=str(teacher.out_dir), epochs=1,
                            out_dir=str(workdir / "distill" / "capped"), data_dir=str(_tiny_master),
-                           max_train_examples=20, student_options={"emb_dim": 8})
-    assert exam.run_distill(p).metrics["train_examples"] == 20
+                           max_train_examples=20, max_valid_examples=12, student_options={"emb_dim": 8})
+    m = exam.run_distill(p).metrics
+    assert m["train_examples"] == 20 and m["valid_examples"] == 12
     monkeypatch.undo()  # a cap beyond the cached set: its own cache entry, filled once by the teacher
     exam.teacher_train_logits(teacher.out_dir, data.get_spec("smsa"), train, data.subset_indices(len(train), 30))
     assert len(list((teacher.out_dir / "logits").glob("train-*.npz"))) == 2 and train_file.exists()
@@ -128,6 +131,7 @@ distill:
   students: [bilstm]
   variants: [mse, ce]
   epochs: 2
+  max_train_examples: 30
   student_options: {{bilstm: {{emb_dim: 16, hidden: 16}}}}
 """
 
@@ -154,7 +158,10 @@ def test_kdexam_run_executes_notebooks_then_skips_and_resumes(tmp_path, _tiny_ma
     assert cli.main(argv) == 0
     assert "done 1, skipped (already done) 5, failed 0" in capsys.readouterr().out
     assert cli.main(["report", "--study", str(study)]) == 0
-    assert "bilstm KD" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bilstm KD" in out
+    assert "CAPPED train sets (a fixed random subset of the split, for speed): nergrit bilstm 30 of 40; " in out
+    assert "teacher" not in out.split("CAPPED")[1]  # the teachers read the whole (tiny) split
 
 
 def test_kdexam_run_reports_failures_and_exit_1(tmp_path, _tiny_master, capsys):
