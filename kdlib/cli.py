@@ -176,6 +176,9 @@ def _report(args: argparse.Namespace) -> int:
         note = report.capped_note(quality)
         if note and args.format == "table":
             print(note)
+        if args.runs:
+            print(f"\nevery run: test F1 (%), best epoch, seconds training and in all (wall, inside the notebook)")
+            print(show(report.run_table(quality)))
     for stage, tables in stats.study_ablations(study).items():
         print(f"\n{stage}: the best variant per dataset x student, and its margin over the runner-up (F1 points, "
               "paired bootstrap 95% CI over seeds and test examples)")
@@ -195,6 +198,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                                    "runner-up, and each claim the stage tests (A - B with a paired bootstrap 95% CI).")
     p.add_argument("--study", required=True, metavar="DIR", help="study folder, e.g. outputs/quickstart")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
+    p.add_argument("--runs", action="store_true", help="also list every teacher/student run with its wall time")
     p.set_defaults(func=_report)
 
 

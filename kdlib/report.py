@@ -124,6 +124,16 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in order if c in table.columns]]
 
 
+def run_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: what it was, its test F1 (%), its best epoch and how long it took."""
+    cols = ["dataset", "model", "variant", "seed", "train_examples", "best_epoch"]
+    out = df[cols].assign(**{"test F1": (100 * df["f1"]).round(2), "train s": df["train_seconds"].round(0),
+                             "wall s": df["wall_seconds"].round(0)})
+    order = {m: i for i, m in enumerate(_model_order(df["model"].unique()))}
+    return out.sort_values(["dataset", "model", "variant", "seed"], key=lambda c: c.map(order) if c.name == "model"
+                           else c).reset_index(drop=True)
+
+
 def capped_note(df: pd.DataFrame) -> str:
     """One line naming the runs that trained on a capped train split ("" when none did): their scores are not the
     exam's, and a reader of the table must be told."""
