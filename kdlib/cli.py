@@ -167,25 +167,29 @@ def _report(args: argparse.Namespace) -> int:
     df = report.collect(study)
     if df.empty:
         raise KdExamError(f"no finished run under {study}; run or resume it with `kdexam run PARAMS`.")
-    show = (lambda t: t.to_string(index=False)) if args.format == "table" else (lambda t: t.to_csv(index=False))
+    csv = args.format == "csv"
+    show = (lambda t: t.to_csv(index=False)) if csv else (lambda t: t.to_string(index=False))
+    say = (lambda line: print("# " + line.strip())) if csv else print  # CSV mode: prose as comment lines
     quality = df[df["stage"].isin(report.QUALITY_STAGES)]
     if not quality.empty:
         table = report.summary(quality)
-        print(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
-        print(table.to_string() if args.format == "table" else table.to_csv())
-        note = report.capped_note(quality)
-        if note and args.format == "table":
-            print(note)
+        say(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
+        print(table.to_csv() if csv else table.to_string())
+        if note := report.capped_note(quality):
+            say(note)
         if args.runs:
-            print(f"\nevery run: test F1 (%), best epoch, seconds training and in all (wall, inside the notebook)")
+            say("\nevery run: test F1 (%), best epoch, seconds training and in all (wall, inside the notebook)")
             print(show(report.run_table(quality)))
     for stage, tables in stats.study_ablations(study).items():
-        print(f"\n{stage}: the best variant per dataset x student, and its margin over the runner-up (F1 points, "
-              "paired bootstrap 95% CI over seeds and test examples)")
-        print(show(tables.pop("winners")))
+        say(f"\n{stage}: the best variant per dataset x student, and its margin over the runner-up (F1 points, "
+            "paired bootstrap 95% CI over seeds and test examples)")
+        if note := report.capped_note(tables.pop("runs")):
+            say(note)
+        winners = tables.pop("winners")
+        print(show(winners) if not winners.empty else "(no grid has two finished variants yet)")
         for key, table in tables.items():
             if not table.empty:
-                print(f"\nclaim: {stats.CLAIMS[key].text} — {stats.verdict(table)}")
+                say(f"\nclaim: {stats.CLAIMS[key].text} — {stats.verdict(table)}")
                 print(show(table))
     return 0
 

@@ -83,16 +83,13 @@ class Study:
     teachers_from: str | None = None  # a study name (under output_dir) or study folder whose teachers this one reads
 
     def teachers_dir(self, root: Path) -> Path:
-        """The study folder whose teacher/<dataset>/teacher runs this study's students read."""
+        """The study folder whose teacher/<dataset>/teacher runs this study's students read: a study name is a
+        sibling of this study's folder; a path (with a / or starting with . or ~) is relative to the params file."""
         if not self.teachers_from:
             return self.study_dir(root)
-        named = Path(self.teachers_from).expanduser()
-        if named.is_absolute():
-            return named
-        if len(named.parts) > 1:  # a path: relative to the params file, like every other path in it
-            return (self.path.parent / named).resolve()
-        return Study(name=self.teachers_from, path=self.path, datasets=self.datasets,
-                     output_dir=self.output_dir).study_dir(root)
+        if "/" in self.teachers_from or self.teachers_from.startswith((".", "~")):
+            return (self.path.parent / Path(self.teachers_from).expanduser()).resolve()
+        return self.study_dir(root).with_name(self.teachers_from)
 
     def distill_for(self, dataset: str, student: str = "") -> dict[str, Any]:
         here = self.per_dataset.get(dataset, {})

@@ -107,9 +107,12 @@ def _kernel_config() -> dict[str, Any]:
     """CurveZMQ encryption between papermill and its kernel where pyzmq has it: ipykernel >= 7.3 warns on every start
     of an unencrypted TCP kernel, once per run in a study's output."""
     import zmq
+    from jupyter_client import KernelManager
     from traitlets.config import Config
 
-    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})} if zmq.has("curve") else {}
+    if not (zmq.has("curve") and KernelManager.class_traits().get("transport_encryption")):
+        return {}  # libzmq without CurveZMQ, or a jupyter_client before transport encryption: the default
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
 
 
 def notebook_task(name: str, notebook: Path, out_dir: Path, parameters: dict[str, Any], kernel: str,

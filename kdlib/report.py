@@ -145,7 +145,7 @@ def capped_note(df: pd.DataFrame) -> str:
              f"{int(g['train_split_examples'].iloc[0]):,}" for (dataset, model), g in
              capped.groupby(["dataset", "model"], sort=True)]
     return ("CAPPED train sets (a fixed random subset of the split, for speed): " + "; ".join(parts)
-            + ". These scores are a smoke test, not the exam's results.")
+            + ". Their scores are not those of the full training sets.")
 
 
 # ----------------------------------------------------------------------------------------------------------------

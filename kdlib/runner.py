@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -82,12 +82,11 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
         teacher_dirs = borrowed_teachers(study, root)
     else:
         teacher_dirs = {d: study_dir / "teacher" / d / "teacher" for d in study.datasets}
-    for dataset, teacher_dir in ({} if study.teachers_from else teacher_dirs).items():  # teachers first
-        runs.append(Run("teacher", dataset, "teacher", notebooks_dir / NOTEBOOKS["teacher"], teacher_dir,
-                        {**recipe_defaults(TeacherParams), "models_dir": models_dir, **study.teacher_for(dataset),
-                         "dataset": dataset,
-                         "out_dir": str(teacher_dir), "data_dir": data, "seed": study.seeds[0],
-                         "threads": study.threads}))
+        for dataset, teacher_dir in teacher_dirs.items():  # teachers first: every student needs one
+            runs.append(Run("teacher", dataset, "teacher", notebooks_dir / NOTEBOOKS["teacher"], teacher_dir, {
+                **recipe_defaults(TeacherParams), "models_dir": models_dir, **study.teacher_for(dataset),
+                "dataset": dataset, "out_dir": str(teacher_dir), "data_dir": data, "seed": study.seeds[0],
+                "threads": study.threads}))
     for student in study.students:  # in the file's order: list cheap students first to see results early
         for dataset, teacher_dir in teacher_dirs.items():
             for seed in study.seeds:
@@ -110,15 +109,24 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
 
 
 def borrowed_teachers(study: Study, root: Path) -> dict[str, Path]:
-    """The teacher folders of the study named in `teachers_from`; every one must be finished already."""
+    """The teacher folders, per dataset, of the study named in `teachers_from` (see missing_teachers)."""
     source = study.teachers_dir(root)
-    teachers = {d: source / "teacher" / d / "teacher" for d in study.datasets}
-    missing = [d for d, t in teachers.items() if not rundir.is_done(t)]
-    if missing:
-        raise ConfigError(f"{study.path}: teachers_from {study.teachers_from!r}: no finished teacher for "
-                          f"{', '.join(missing)} in {source / 'teacher'}. Run that study first (with these datasets "
-                          "in it), or drop teachers_from to train teachers in this study.")
-    return teachers
+    if source.resolve() == study.study_dir(root).resolve():
+        raise ConfigError(f"{study.path}: teachers_from {study.teachers_from!r} is this study's own folder; drop it "
+                          "to train its teachers.")
+    return {d: source / "teacher" / d / "teacher" for d in study.datasets}
+
+
+def missing_teachers(study: Study, root: Path) -> str:
+    """'' when every borrowed teacher is finished, else what is missing and how to get it."""
+    if not study.teachers_from:
+        return ""
+    missing = [d for d, t in borrowed_teachers(study, root).items() if not rundir.is_done(t)]
+    if not missing:
+        return ""
+    return (f"{study.path}: teachers_from {study.teachers_from!r}: no finished teacher for {', '.join(missing)} in "
+            f"{study.teachers_dir(root) / 'teacher'}. Run that study first (with these datasets in it), or drop "
+            "teachers_from to train teachers in this study.")
 
 
 def _teacher_logit_sets(runs: list[Run], study: Study) -> list[Run]:
@@ -216,42 +224,83 @@ def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: 
     return [*profiles, analysis]
 
 
-# Keys that say where a run lives or how it is executed, not what it computes: a moved repository or another
-# --jobs does not make a finished run stale.
-NOT_SETTINGS = {"threads", "executed_notebook"}
+# Keys that say where a run lives or how it is executed, not what it computes: another --jobs or --data-dir (the
+# same IndoNLU files elsewhere) does not make a finished run stale. Paths into the outputs folder (teacher_dir)
+# are compared relative to it, so a moved outputs folder does not either.
+NOT_SETTINGS = {"threads", "executed_notebook", "data_dir", "out_dir", "models_dir", "embedding_dir", "study_dir",
+                "baseline_dir"}
+RECIPES = {"teacher": "TeacherParams", "distill": "DistillParams", "ablation-loss": "AblationParams",
+           "ablation-embedding": "AblationParams", "ablation-augmentation": "AblationParams"}
+
+
+def _recipe_default(stage: str, key: str) -> Any:
+    """The default a run made before `key` existed had (a new recipe field defaults to the old behaviour)."""
+    from kdlib import exam
+    from kdlib.profile import ProfileParams
+
+    cls = getattr(exam, RECIPES[stage]) if stage in RECIPES else ProfileParams if stage == "profile" else None
+    return recipe_defaults(cls).get(key, MISSING) if cls else MISSING
+
+
+def _outputs_root(out_dir: str | Path) -> str:
+    """The outputs folder of a run folder <outputs>/<study>/<stage>/<dataset>/<variant>."""
+    return str(Path(out_dir).parents[3])
 
 
 def changed_settings(run: Run) -> list[str]:
     """For a finished run: how its recorded parameters differ from the planned ones, as 'key: old -> new'."""
     path = run.out_dir / "params.json"
-    if not path.is_file():
-        return []
-    recorded = rundir.read_json(path).get("parameters", {})
-    # Keys on one side only come from another kd-exam version (runs record every recipe field), not from the file.
-    keys = sorted((set(recorded) & set(run.parameters)) - NOT_SETTINGS)
-    return [f"{k}: {recorded[k]!r} -> {run.parameters[k]!r}" for k in keys
-            if not k.endswith("_dir") and recorded[k] != run.parameters[k]]
+    try:
+        recorded = rundir.read_json(path)["parameters"]
+        old_root = _outputs_root(recorded.get("out_dir") or run.out_dir)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return [f"its {path.name} is missing or unreadable ({type(e).__name__}), so its settings are unknown"]
+    new_root = _outputs_root(run.out_dir)
+
+    def portable(value: Any) -> Any:
+        return new_root + value[len(old_root):] if isinstance(value, str) and value.startswith(old_root) else value
+
+    diffs = []
+    for key in sorted(set(run.parameters) - NOT_SETTINGS):
+        old = portable(recorded[key]) if key in recorded else _recipe_default(run.stage, key)
+        if old is not MISSING and old != run.parameters[key]:  # MISSING: a key this kd-exam no longer knows
+            diffs.append(f"{key}: {'(default) ' if key not in recorded else ''}{old!r} -> {run.parameters[key]!r}")
+    return diffs
+
+
+def _finished_at(run_dir: Path) -> float | None:
+    """When done.json says the run finished (copied folders keep it; file times do not)."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(rundir.read_json(run_dir / rundir.DONE)["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def stale_runs(runs: list[Run]) -> dict[Path, list[str]]:
-    """Finished runs whose parameters the study file has since changed, plus every finished run that read one of
-    them (a student of a changed teacher read that teacher's logits), in plan order."""
+    """Finished runs whose parameters the study file has since changed, every finished run that read one of them
+    (a student of a changed teacher read that teacher's logits), and every finished run that read a run finished
+    after it (a teacher redone since, here or in the study its teachers come from); in plan order."""
     names = {r.out_dir: r.name for r in runs}
     stale: dict[Path, list[str]] = {}
     for run in runs:  # plan order: a run's needs come before it
         if not rundir.is_done(run.out_dir):
             continue
-        diff = changed_settings(run)
-        upstream = [n for n in run.needs if n in stale]
-        if diff or upstream:
-            stale[run.out_dir] = diff or [f"it read {names[upstream[0]]}, which changed"]
+        finished = _finished_at(run.out_dir)
+        upstream = [f"it read {names.get(n, n)}, which changed" for n in run.needs if n in stale]
+        upstream += [f"it read {names.get(n, n)}, which was redone after it" for n in run.needs if n not in stale
+                     and finished is not None and rundir.is_done(n) and (_finished_at(n) or 0) > finished]
+        diff = changed_settings(run) or upstream
+        if diff:
+            stale[run.out_dir] = diff
     return stale
 
 
-def outdated_runs(runs: list[Run], redo: set[Path] = frozenset()) -> list[Path]:
-    """Finished runs that need a run which will run now (new, unfinished or redone): an analysis of a study that
-    gained a dataset, the summary run of an ablation grid that gained a seed. They are redone after it, with
-    nothing lost: what they read is kept."""
+def outdated_runs(runs: list[Run], redo: Collection[Path] = ()) -> list[Path]:
+    """Finished runs that need a run which will run now (new, unfinished or redone): the analysis of a study that
+    gained a dataset, a profile whose dataset gained a student. They are redone after it; their old folder is
+    replaced only when that run has finished, so nothing is lost if it fails."""
     pending = {r.out_dir for r in runs if r.out_dir in redo or not rundir.is_done(r.out_dir)}
     outdated = []
     for run in runs:  # plan order: a run's needs come before it
@@ -319,23 +368,23 @@ def execute_run(run: Run, *, kernel: str = "python3") -> None:
 
 def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jobs: int = 1,
             scheduler: str | None = None, echo=print, on_done: Callable[[Run], None] | None = None,
-            redo: set[Path] = frozenset()) -> Summary:
+            redo: Collection[Path] = ()) -> Summary:
     """Run what is not done yet as Dask tasks, each once the runs it needs are done; a failure blocks only those.
 
     Local: `jobs` worker processes. `scheduler`: an existing Dask cluster. A run is submitted only when it can
     start (not as a task depending on its teacher's task), so Dask places it on any free worker. Ctrl-C (or SIGTERM
     from the CLI) returns the summary so far with `interrupted` set: unfinished runs have no done.json. Runs in
-    `redo` (stale ones) are redone like `force` does for all.
+    `redo` are redone, as `force` redoes all; a finished run's folder is replaced only when the run starts, so one
+    that never starts (its teacher failed) keeps its results.
     """
     from distributed import as_completed
 
     started = time.perf_counter()
     summary = Summary()
     waiting: list[Run] = []
+    redo = {r.out_dir for r in runs} if force else set(redo)
     for run in runs:
-        if (force or run.out_dir in redo) and run.out_dir.exists():
-            shutil.rmtree(run.out_dir)
-        if rundir.is_done(run.out_dir):
+        if rundir.is_done(run.out_dir) and run.out_dir not in redo:
             summary.skipped.append(run.name)
         else:
             waiting.append(run)
@@ -374,6 +423,8 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jo
                 if running:
                     continue
             waiting.remove(run)
+            if run.out_dir in redo and run.out_dir.exists():
+                shutil.rmtree(run.out_dir)  # now, not up front: a run that never starts keeps its old results
             future = c.submit(parallel.notebook_task, run.name, run.notebook, run.out_dir, run.parameters,
                               kernel, topic, key=f"{run.stage}-{uuid.uuid4().hex}")
             running[future], state[run.out_dir] = run, "running"
@@ -429,18 +480,28 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
     check_parameters(runs)
     stale = {} if force else stale_runs(runs)
     echo(f"study {study.name}: {len(runs)} runs -> {study.study_dir(root)}")
+    missing = missing_teachers(study, root)
     if study.teachers_from:
-        echo(f"  teachers from {study.teachers_dir(root)} (finished)")
+        echo(f"  teachers from {study.teachers_dir(root)}" + (": SOME MISSING" if missing else " (finished)"))
     outdated = outdated_runs(runs, set(stale))
     if dry_run:
         for run in runs:
             state = "done" if rundir.is_done(run.out_dir) else "to run"
-            if run.out_dir in stale:
+            if force and state == "done":
+                state = "done, redone (--force)"
+            elif run.out_dir in stale:
                 state = f"done, CHANGED: {'; '.join(stale[run.out_dir][:3])}"
             elif run.out_dir in outdated:
                 state = "done, redone after the runs it reads"
             echo(f"  {run.name} ({state})")
+        if stale:
+            echo(f"{len(stale)} finished run(s) CHANGED: a real run refuses to start until you pass --rerun-changed "
+                 "(or restore the old settings)")
+        if missing:
+            echo(missing)
         return Summary(skipped=[r.name for r in runs])
+    if missing:
+        raise ConfigError(missing)
     if stale and not rerun_changed:
         refuse_stale(runs, stale)
     if stale:

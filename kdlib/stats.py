@@ -174,7 +174,7 @@ def paired_bootstrap(metric: str, gold: Sequence, preds_a: Sequence[Sequence], p
 
 COLUMNS = ["stage", "dataset", "model", "variant", "seed", "metric", "f1", "valid_f1", "loss", "alpha", "temperature",
            "embedding", "freeze_embeddings", "oov_rate", "test_token_oov", "transfer", "transfer_size",
-           "transfer_examples", "train_seconds", "wall_seconds", "run_dir"]
+           "transfer_examples", "train_examples", "train_split_examples", "train_seconds", "wall_seconds", "run_dir"]
 
 
 def ablation_runs(stage_dir: str | os.PathLike, *, model: str | None = None,
@@ -198,6 +198,7 @@ def ablation_runs(stage_dir: str | os.PathLike, *, model: str | None = None,
             "test_token_oov": emb.get("test_token_oov"), "transfer": transfer.get("kind"),
             "transfer_size": transfer.get("size"),
             "transfer_examples": (transfer.get("train_examples") or 0) + (transfer.get("extra_examples") or 0),
+            "train_examples": m.get("train_examples"), "train_split_examples": m.get("train_split_examples"),
             "train_seconds": m.get("train_seconds"), "wall_seconds": m.get("wall_seconds"), "run_dir": str(path.parent),
         })
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -323,8 +324,10 @@ CLAIMS: dict[str, Claim] = {
                          ("no-kd",), pure_kd=True),
     "in-domain-vs-random": Claim("ablation-embedding", "in-domain embeddings beat random ones",
                                  ("word2vec*", "fasttext*"), ("random",)),
-    "tuned-vs-frozen": Claim("ablation-embedding", "fine-tuned in-domain embeddings beat frozen ones",
-                             ("word2vec", "fasttext"), ("word2vec-frozen", "fasttext-frozen")),
+    "word2vec-tuned-vs-frozen": Claim("ablation-embedding", "fine-tuned word2vec vectors beat the same ones frozen",
+                                      ("word2vec",), ("word2vec-frozen",)),
+    "fasttext-tuned-vs-frozen": Claim("ablation-embedding", "fine-tuned fastText vectors beat the same ones frozen",
+                                      ("fasttext",), ("fasttext-frozen",)),
     "vec-vs-random": Claim("ablation-embedding", "a downloaded .vec file beats random embeddings", ("vec-*",),
                            ("random",)),
     "augmentation-helps": Claim("ablation-augmentation", "augmentation helps: the best larger transfer set beats "
@@ -334,32 +337,39 @@ CLAIMS: dict[str, Claim] = {
 }
 
 
-def claim(runs: pd.DataFrame, key: str) -> pd.DataFrame:
-    """The contrast of CLAIMS[key] per dataset and student (see `contrast`); empty when a side is missing."""
-    c = CLAIMS[key]
-    if c.pure_kd and not runs.empty:
-        runs = runs[runs["alpha"].fillna(0) == 0]
-    return contrast(runs, list(c.a), list(c.b))
+def claim(runs: pd.DataFrame, *keys: str) -> pd.DataFrame:
+    """The contrast of each CLAIMS[key] per dataset and student (see `contrast`), one table; empty when a side is
+    missing. With several keys, a `claim` column says which row tests which."""
+    tables = []
+    for key in keys:
+        c = CLAIMS[key]
+        table = contrast(runs[runs["alpha"].fillna(0) == 0] if c.pure_kd and not runs.empty else runs,
+                         list(c.a), list(c.b))
+        tables.append(table.assign(claim=key) if len(keys) > 1 and not table.empty else table)
+    found = [t for t in tables if not t.empty]
+    return pd.concat(found, ignore_index=True) if len(found) > 1 else (found or tables)[0]
 
 
 def verdict(table: pd.DataFrame) -> str:
-    """How many grids support a claim (A - B > 0 with a CI excluding 0), contradict it, or cannot tell."""
+    """Over the grids of a claim's table: in how many A is better (A - B > 0, CI excluding 0), B is better, or the
+    CI includes 0. "A >= B" claims hold where B is never better; "A beats B" claims need A better."""
     if table.empty:
         return "not tested"
     up = int(((table["real?"] == "yes") & (table["margin"] > 0)).sum())
     down = int(((table["real?"] == "yes") & (table["margin"] < 0)).sum())
-    return (f"supported in {up} of {len(table)} grids, contradicted in {down}, no evidence either way in "
-            f"{len(table) - up - down}; mean margin {table['margin'].mean():+.2f} F1 points")
+    return (f"A better in {up} of {len(table)} grids, B better in {down}, no clear difference in "
+            f"{len(table) - up - down}; mean margin A - B {table['margin'].mean():+.2f} F1 points")
 
 
 def study_ablations(study_dir: str | os.PathLike) -> dict[str, dict[str, pd.DataFrame]]:
-    """Per ablation stage of a study: its winners table (every dataset x student grid) and one table per claim."""
+    """Per ablation stage of a study: its runs, its winners table (every dataset x student grid) and one table per
+    claim."""
     out = {}
     for stage_dir in sorted(Path(study_dir).glob("ablation-*")):
         runs = ablation_runs(stage_dir)
         if runs.empty:
             continue
-        tables = {"winners": winners(runs)}
+        tables = {"winners": winners(runs), "runs": runs}
         tables.update({key: claim(runs, key) for key, c in CLAIMS.items() if c.stage == stage_dir.name})
         out[stage_dir.name] = tables
     return out

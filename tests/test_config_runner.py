@@ -1,7 +1,9 @@
 """Study files are validated whole before anything runs; plans are ordered and complete."""
 from __future__ import annotations
 
+import re
 import textwrap
+import time
 
 import pytest
 
@@ -179,6 +181,23 @@ def test_a_kdexam_upgrade_that_adds_a_parameter_does_not_make_runs_stale(tmp_pat
     old = {k: v for k, v in runs[0].parameters.items() if k != "patience"}  # recorded before `patience` existed
     _finish(runs[0], old)
     assert runner.stale_runs(runs) == {}
+    # ... but a file that now sets the new key to a value other than its default did change the run
+    capped = runner.Run(**{**runs[0].__dict__, "parameters": {**runs[0].parameters, "patience": 5}})
+    assert runner.changed_settings(capped) == ["patience: (default) 2 -> 5"]
+
+
+def test_moved_outputs_are_not_stale_but_unreadable_records_are(tmp_path, tiny_data_dir):
+    study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    student = next(r for r in runs if r.stage == "distill")
+    moved = {k: v.replace(str(tmp_path / "out"), "/old/place/out") if isinstance(v, str) else v
+             for k, v in student.parameters.items()}
+    assert moved["teacher_dir"].startswith("/old/place/out/t/teacher/")
+    _finish(student, moved)
+    assert runner.changed_settings(student) == []
+    (student.out_dir / "params.json").write_text("{not json")
+    assert runner.stale_runs(runs) == {student.out_dir: [
+        "its params.json is missing or unreadable (JSONDecodeError), so its settings are unknown"]}
 
 
 TEACHERS_FROM = """
@@ -191,20 +210,33 @@ distill: {students: [bilstm], variants: [mse]}
 
 def test_teachers_from_reads_another_studys_finished_teachers(tmp_path, tiny_data_dir):
     out = tmp_path / "out"
-    lender = config.load_params(write(tmp_path, GOOD + f"output_dir: {out}\n").rename(tmp_path / "lender.yaml"))
-    lender = config.Study(**{**lender.__dict__, "name": "lender"})
+    lender = config.load_params(write(tmp_path, GOOD.replace("study: t", "study: lender") + f"output_dir: {out}\n"))
     lender_runs = runner.plan(lender, data_dir=str(tiny_data_dir))
-    borrower = config.load_params(write(tmp_path, TEACHERS_FROM + f"output_dir: {out}\n"))
-    with pytest.raises(ConfigError, match=r"teachers_from 'lender': no finished teacher for smsa in .*lender/teacher"):
-        runner.plan(borrower, data_dir=str(tiny_data_dir))
+    params = write(tmp_path, TEACHERS_FROM + f"output_dir: {out}\n")
+    lines = []
+    runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, echo=lines.append)
+    assert "teachers from" in lines[1] and "SOME MISSING" in lines[1]
+    assert re.search(r"teachers_from 'lender': no finished teacher for smsa in .*lender/teacher", lines[-1])
+    with pytest.raises(ConfigError, match="no finished teacher for smsa"):  # a real run stops before anything runs
+        runner.run_study(str(params), data_dir=str(tiny_data_dir), echo=lines.append)
 
     _finish(lender_runs[0])
-    runs = runner.plan(borrower, data_dir=str(tiny_data_dir))
+    runs = runner.plan(config.load_params(params), data_dir=str(tiny_data_dir))
     assert [r.stage for r in runs] == ["distill"]  # nothing to train: the teacher is lender's
     assert runs[0].parameters["teacher_dir"] == str(out / "lender" / "teacher" / "smsa" / "teacher")
     assert runs[0].needs == (out / "lender" / "teacher" / "smsa" / "teacher",)
     assert runs[0].out_dir == out / "borrower" / "distill" / "smsa" / "bilstm-mse-s0"
     runner.check_parameters(runs)
+    assert runner.missing_teachers(config.load_params(params), runner.REPO_ROOT) == ""
+
+    by_path = write(tmp_path, TEACHERS_FROM.replace("lender", f"./out/lender") + f"output_dir: {out}\n")
+    assert runner.plan(config.load_params(by_path), data_dir=str(tiny_data_dir))[0].needs == runs[0].needs
+    _finish(runs[0])
+    assert runner.stale_runs(runs) == {}
+    time.sleep(1.1)  # done.json records whole seconds
+    _finish(lender_runs[0])  # the lender's teacher is redone after the borrower's student read it
+    assert runner.stale_runs(runs) == {runs[0].out_dir: ["it read " + str(runs[0].needs[0]) + ", which was redone "
+                                                         "after it"]}
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -215,8 +247,15 @@ def test_teachers_from_reads_another_studys_finished_teachers(tmp_path, tiny_dat
 def test_teachers_from_refuses_teacher_settings_of_its_own(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         config.load_params(write(tmp_path, TEACHERS_FROM + extra))
+
+
+def test_teachers_from_refuses_the_study_itself(tmp_path, tiny_data_dir):
     with pytest.raises(ConfigError, match="names this study itself"):
         config.load_params(write(tmp_path, TEACHERS_FROM.replace("lender", "borrower")))
+    by_path = config.load_params(write(tmp_path, TEACHERS_FROM.replace("lender", "./outputs/borrower")
+                                       + f"output_dir: {tmp_path / 'outputs'}\n"))
+    with pytest.raises(ConfigError, match="is this study's own folder"):
+        runner.plan(by_path, data_dir=str(tiny_data_dir))
 
 
 def test_finished_runs_that_read_a_run_to_do_are_redone_after_it(tmp_path, tiny_data_dir):

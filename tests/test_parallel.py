@@ -79,6 +79,7 @@ def matrix(notebook: Path, root: Path, *, fail_b: bool) -> list[runner.Run]:
             make_run(notebook, root, "distill/b/s1", needs=("teacher/b/teacher",))]
 
 
+@pytest.mark.skipif(not parallel._kernel_config(), reason="pyzmq without CurveZMQ: the kernel runs unencrypted")
 def test_one_run_in_this_process_writes_done_last_and_its_kernel_start_is_quiet(notebook, tmp_path, capfd):
     run = make_run(notebook, tmp_path, "teacher/a/teacher")
     runner.execute_run(run)
@@ -117,6 +118,23 @@ def test_two_jobs_run_in_dependency_order_split_threads_and_isolate_a_failure(no
     assert len(summary.skipped) == 3 and summary.ok
     profile = record(runs[-1])
     assert all(profile["start"] > record(r)["end"] for r in (runs[1], runs[4]))
+
+
+def test_a_redone_run_keeps_its_old_results_until_it_starts(notebook, tmp_path):
+    teacher = make_run(notebook, tmp_path, "teacher/a/teacher")
+    analysis = make_run(notebook, tmp_path, "analysis/all/analysis", needs=("teacher/a/teacher",))
+    for run in (teacher, analysis):  # both finished once
+        runner.execute_run(run)
+    (teacher.out_dir / rundir.DONE).unlink()  # the teacher is to be redone, and this time it fails
+    assert runner.outdated_runs([teacher, analysis]) == [analysis.out_dir]
+    failing = runner.Run(**{**teacher.__dict__, "parameters": {**teacher.parameters, "fail": True}})
+    summary = runner.execute([failing, analysis], redo={analysis.out_dir})
+    assert summary.blocked == ["analysis/all/analysis"]
+    assert rundir.is_done(analysis.out_dir) and record(analysis)  # never started: its old results are all there
+
+    before = record(analysis)["end"]
+    summary = runner.execute([teacher, analysis], redo={analysis.out_dir})
+    assert summary.done == ["teacher/a/teacher", "analysis/all/analysis"] and record(analysis)["end"] > before
 
 
 def test_a_run_whose_worker_is_killed_is_reported_failed_not_done(notebook, tmp_path):

@@ -174,14 +174,16 @@ def test_claims_compare_pure_kd_losses_and_say_whether_the_data_supports_them(gr
     assert (mse_kl["A"], mse_kl["B"]) == ("mse", "kl-T2")
     kd = stats.claim(runs, "kd-vs-no-kd")
     assert kd.iloc[0]["A"] == "mse" and kd.iloc[0]["real?"] == "yes"
-    assert stats.verdict(kd).startswith("supported in 1 of 1 grids, contradicted in 0")
+    assert stats.verdict(kd).startswith("A better in 1 of 1 grids, B better in 0, no clear difference in 0")
     flipped = kd.assign(margin=-kd["margin"])
-    assert "contradicted in 1" in stats.verdict(flipped)
+    assert "B better in 1" in stats.verdict(flipped)
+    both = stats.claim(runs, "mse-vs-kl", "kd-vs-no-kd")
+    assert both["claim"].tolist() == ["mse-vs-kl", "kd-vs-no-kd"]
     assert stats.verdict(stats.claim(runs, "vec-vs-random")) == "not tested"
 
     summary = stats.study_ablations(root)
     assert list(summary) == ["ablation-loss"]
-    assert set(summary["ablation-loss"]) == {"winners", "mse-vs-kl", "kd-vs-no-kd"}
+    assert set(summary["ablation-loss"]) == {"runs", "winners", "mse-vs-kl", "kd-vs-no-kd"}
     assert summary["ablation-loss"]["winners"].iloc[0]["best"] == "kl-T2-a0.5"
 
 
@@ -192,5 +194,9 @@ def test_kdexam_report_prints_the_winners_and_claims_of_an_ablation_study(grid, 
     assert cli.main(["report", "--study", str(root)]) == 0
     out = capsys.readouterr().out
     assert "ablation-loss: the best variant per dataset x student" in out
-    assert "claim: the teacher helps: the best pure KD loss beats no KD — supported in 1 of 1 grids" in out
+    assert "claim: the teacher helps: the best pure KD loss beats no KD — A better in 1 of 1 grids" in out
     assert "test F1 (%) per dataset" not in out  # no teacher or distill run in this study
+    assert cli.main(["report", "--study", str(root), "--format", "csv"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert lines[0].startswith("# ablation-loss: the best variant") and lines[1].startswith("dataset,model,best,")
+    assert all(line.startswith("# ") or "," in line for line in lines)  # prose only as comment lines
