@@ -28,7 +28,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from kdlib.data import DatasetSpec, Vocab, get_spec
 from kdlib.errors import ConfigError, unknown_name
@@ -300,6 +299,13 @@ class BiLSTMStudent(WordStudent):
     Classification max-pools the BiLSTM states over the real words (padding is -inf before the max, so a padded
     example scores exactly as it does alone); the head has C outputs, or A*C for aspect tasks. Tagging and QA put
     a linear head on every position and read it at `word_index`.
+
+    Each direction is its own unidirectional LSTM over padded batches, not one bidirectional LSTM over a
+    PackedSequence: the forward one reads the words then the padding, so padding never reaches a word's state; the
+    backward one reads every example reversed within its length, so it too meets the words first. The states are
+    those of the packed BiLSTM, but PyTorch's packed CPU path runs the cell time step by time step at a shrinking
+    batch size and took twice as long a step (benchmarks/bench_bilstm.py). Saved packed BiLSTMs (`lstm.*` weights)
+    load into this one.
     """
 
     name = "bilstm"
@@ -313,24 +319,50 @@ class BiLSTMStudent(WordStudent):
                            freeze_embeddings=freeze_embeddings)
         self.shape, self.num_labels, self.num_aspects = shape, num_labels, num_aspects
         self.embedding = _word_embedding(vocab_size, emb_dim, pad_id, embeddings, freeze_embeddings)
-        self.lstm = nn.LSTM(emb_dim, hidden, num_layers=layers, bidirectional=True, batch_first=True,
-                            dropout=dropout if layers > 1 else 0.0)  # torch warns on inter-layer dropout with 1 layer
+        # layer l of each direction reads both directions of layer l-1, as in nn.LSTM(bidirectional=True)
+        self.forward_lstm = nn.ModuleList(nn.LSTM(emb_dim if i == 0 else 2 * hidden, hidden, batch_first=True)
+                                          for i in range(layers))
+        self.backward_lstm = nn.ModuleList(nn.LSTM(emb_dim if i == 0 else 2 * hidden, hidden, batch_first=True)
+                                           for i in range(layers))
         self.dropout = nn.Dropout(dropout)
         tagging = shape in ("tagging", "qa")
         self.head = nn.Linear(2 * hidden, num_labels if tagging else num_labels * num_aspects)
+        self._register_load_state_dict_pre_hook(_from_packed_bilstm)
+
+    def encode(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T, E) embeddings of words then padding -> (B, T, 2H) states; padding positions hold garbage."""
+        width = x.shape[1]
+        steps = torch.arange(width, device=x.device).unsqueeze(0)
+        # position t of the reversed view reads word len-1-t; padding stays where it is, after the words
+        flip = torch.where(steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps)
+        flip = flip.unsqueeze(-1)
+        for i, (fwd, bwd) in enumerate(zip(self.forward_lstm, self.backward_lstm)):
+            if i:  # nn.LSTM's inter-layer dropout
+                x = F.dropout(x, self.config["dropout"], self.training)
+            ahead = fwd(x)[0]
+            back = bwd(x.gather(1, flip.expand(-1, -1, x.shape[-1])))[0]
+            x = torch.cat([ahead, back.gather(1, flip.expand(-1, -1, back.shape[-1]))], dim=-1)
+        return x
 
     def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
-        word_ids, lengths = batch["word_ids"], batch["lengths"]
-        width = word_ids.shape[1]
-        # pack_padded_sequence rejects empty sequences; the data layer never makes one, a hand-made batch might
-        packed = pack_padded_sequence(self.embedding(word_ids), lengths.clamp(min=1).cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=width)  # (B, T, 2H)
+        word_ids, lengths = batch["word_ids"], batch["lengths"].clamp(min=1)
+        states = self.encode(self.embedding(word_ids), lengths)  # (B, T, 2H)
         if self.shape in ("tagging", "qa"):
             return ModelOutput(gather_words(self.head(self.dropout(states)), batch["word_index"]))
-        real = _real_positions(lengths.clamp(min=1), width).unsqueeze(-1)
+        real = _real_positions(lengths, word_ids.shape[1]).unsqueeze(-1)
         pooled = states.masked_fill(~real, float("-inf")).max(dim=1).values
         return ModelOutput(self._unit_logits(self.head(self.dropout(pooled))))
+
+
+def _from_packed_bilstm(state_dict: dict, prefix: str, *args) -> None:
+    """Rename the weights of a model saved with one nn.LSTM(bidirectional=True) (`lstm.weight_ih_l0_reverse`, ...)
+    to this class's two unidirectional stacks (`backward_lstm.0.weight_ih_l0`, ...)."""
+    for key in [k for k in state_dict if k.startswith(prefix + "lstm.")]:
+        name = key[len(prefix + "lstm."):]  # weight_ih_l0 or weight_ih_l0_reverse
+        reverse = name.endswith("_reverse")
+        base, layer = name.removesuffix("_reverse").rsplit("_l", 1)
+        direction = "backward_lstm" if reverse else "forward_lstm"
+        state_dict[f"{prefix}{direction}.{layer}.{base}_l0"] = state_dict.pop(key)
 
 
 class CNNStudent(WordStudent):

@@ -59,3 +59,13 @@ def test_bench_runner_study_is_a_valid_study(tmp_path):
     path.write_text(textwrap.dedent(bench_runner.STUDY.format(out=tmp_path, datasets=["smsa", "emot"], train=50)))
     study = config.load_params(path)
     assert study.datasets == ("smsa", "emot") and len(study.students) * len(study.variants) == 4
+
+
+def test_bench_bilstm_checks_both_encoders_agree_and_prints_ratios(monkeypatch, capsys, _tiny_master):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module("bench_bilstm")
+    monkeypatch.setattr(sys, "argv", ["bench_bilstm", "--examples", "40", "--data-dir", str(_tiny_master)])
+    module.main()
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["smsa"], ["nergrit"])]
+    assert [r[0] for r in rows] == ["smsa", "smsa", "nergrit", "nergrit"]
+    assert rows[0][1] == "packed" and rows[0][4] == rows[0][5] == "1.00"  # the baseline of the ratios

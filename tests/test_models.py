@@ -380,3 +380,26 @@ def test_default_learning_rates_depend_on_the_init():
     assert tiny.lr_for({}) == tiny.lr_for({"init": "random"}) == 1e-3
     assert tiny.lr_for({"init": "/models/bert_uncased_L-2_H-128_A-2"}) == 1e-4
     assert models.get_student("bilstm").lr_for({"init": "x"}) == 1e-3  # word students have no pretrained rate
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bilstm_states_are_those_of_a_packed_bidirectional_lstm_and_its_weights_load(layers):
+    """The student runs each direction over padded batches; a packed nn.LSTM(bidirectional=True) is the reference,
+    and a model saved with one (`lstm.*` weights, as kd-exam saved BiLSTMs before) loads into it unchanged."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(6, 5, num_layers=layers, bidirectional=True, batch_first=True)
+    model = models.BiLSTMStudent(20, 3, "tagging", emb_dim=6, hidden=5, layers=layers, dropout=0.0)
+    old = {k: v for k, v in model.state_dict().items() if "lstm" not in k}
+    old.update({f"lstm.{k}": v for k, v in reference.state_dict().items()})
+    model.load_state_dict(old)  # strict: every packed weight found its place, none is missing
+    model.eval()
+    lengths = torch.tensor([7, 3, 1, 5])
+    x = torch.randn(4, 7, 6)
+    with torch.no_grad():
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        want = pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=7)[0]
+        got = model.encode(x, lengths)
+    real = torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)
+    assert torch.allclose(got[real], want[real], atol=1e-6)
