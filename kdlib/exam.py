@@ -203,6 +203,7 @@ def run_teacher(p: TeacherParams) -> RunResult:
         "parameters": models.count_parameters(model), "train_examples": len(train_ds),
         "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]),
         "logit_train_examples": len(logit_sets["train"]), "best_epoch": result.best_epoch,
+        "resumed_from_epoch": result.resumed_from_epoch,  # > 0: wall_seconds covers the last attempt only
         "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
         "wall_seconds": time.perf_counter() - started, "threads": threads, "history": result.history,
         "params": asdict(p), "environment": rundir.environment(),
@@ -336,6 +337,7 @@ def run_distill(p: DistillParams) -> RunResult:
         "train_examples": len(train_ds), "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]),
         "transfer_examples": len(transfer), "transfer": transfer.info,
         "embedding": embedding_info, "lr": lr, "best_epoch": result.best_epoch,
+        "resumed_from_epoch": result.resumed_from_epoch,  # > 0: wall_seconds covers the last attempt only
         "train_seconds": result.train_seconds, "wall_seconds": time.perf_counter() - started, "threads": threads,
         "history": result.history, "params": asdict(p), "environment": rundir.environment(),
     }

@@ -20,7 +20,7 @@ from kdlib import rundir
 
 COLUMNS = ["stage", "dataset", "model", "variant", "seed", "kd", "loss", "alpha", "temperature", "f1",
            "valid_f1", "teacher_f1", "parameters", "train_examples", "train_split_examples", "best_epoch",
-           "train_seconds", "wall_seconds", "finished", "run_dir"]
+           "resumed_from_epoch", "train_seconds", "wall_seconds", "finished", "run_dir"]
 
 
 def collect(study_dir: str | os.PathLike, *, finished_only: bool = True) -> pd.DataFrame:
@@ -37,7 +37,7 @@ def collect(study_dir: str | os.PathLike, *, finished_only: bool = True) -> pd.D
             "alpha": m.get("alpha"), "temperature": m.get("temperature"), "f1": m.get("f1"),
             "valid_f1": (m.get("valid") or {}).get("f1"), "teacher_f1": m.get("teacher_f1"),
             "parameters": m.get("parameters"), "train_examples": m.get("train_examples"),
-            "train_split_examples": m.get("train_split_examples"),
+            "train_split_examples": m.get("train_split_examples"), "resumed_from_epoch": m.get("resumed_from_epoch"),
             "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds"),
             "wall_seconds": m.get("wall_seconds"), "finished": finished, "run_dir": str(path.parent),
         })
@@ -125,10 +125,14 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: what it was, its test F1 (%), its best epoch and how long it took."""
+    """One row per run: what it was, its test F1 (%), its best epoch and how long it took (training: every epoch,
+    across resumes; wall: the last attempt, marked when the run resumed after an interrupt)."""
     cols = ["dataset", "model", "variant", "seed", "train_examples", "best_epoch"]
+    # runs from before resumed_from_epoch was recorded: training time above wall time means earlier attempts
+    resumed = (df["resumed_from_epoch"].fillna(0) > 0) | (df["train_seconds"] > df["wall_seconds"])
     out = df[cols].assign(**{"test F1": (100 * df["f1"]).round(2), "train s": df["train_seconds"].round(0),
-                             "wall s": df["wall_seconds"].round(0)})
+                             "wall s": df["wall_seconds"].round(0).astype("Int64").astype(str)
+                             .where(~resumed, lambda w: w + " (resumed)")})
     order = {m: i for i, m in enumerate(_model_order(df["model"].unique()))}
     return out.sort_values(["dataset", "model", "variant", "seed"], key=lambda c: c.map(order) if c.name == "model"
                            else c).reset_index(drop=True)

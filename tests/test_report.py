@@ -231,3 +231,15 @@ def test_quality_tables_work_before_any_profile(tmp_path):
     assert report.leaderboard(board).loc[("nergrit", "bilstm"), "test F1"] == "71.00 ± 1.41"
     assert report.cost_table(board)["size MB"].isna().all()
     assert "pick **bert-tiny**" in report.answer(board)  # no costs: the pick is the best
+
+
+def test_run_table_marks_runs_that_resumed_after_an_interrupt():
+    base = dict(dataset="smsa", variant="mse", seed=0, train_examples=10, best_epoch=1, f1=0.5)
+    df = pd.DataFrame([{**base, "model": "bilstm", "train_seconds": 30.0, "wall_seconds": 40.0,
+                        "resumed_from_epoch": 0},
+                       {**base, "model": "cnn", "train_seconds": 30.0, "wall_seconds": 40.0, "resumed_from_epoch": 2},
+                       {**base, "model": "teacher", "train_seconds": 90.0, "wall_seconds": 20.0,
+                        "resumed_from_epoch": None}])  # recorded before resumed_from_epoch: inferred
+    table = report.run_table(df)
+    assert table["model"].tolist() == ["teacher", "bilstm", "cnn"]
+    assert table["wall s"].tolist() == ["20 (resumed)", "40", "40 (resumed)"]
