@@ -310,6 +310,13 @@ def outdated_runs(runs: list[Run], redo: Collection[Path] = ()) -> list[Path]:
     return outdated
 
 
+def restarts(runs: list[Run]) -> list[Path]:
+    """Unfinished runs begun with other settings than the planned ones: resuming their checkpoint would mix the
+    two (the training loop refuses to), and an unfinished run is no result to keep, so they start afresh."""
+    return [r.out_dir for r in runs if not rundir.is_done(r.out_dir) and (r.out_dir / "params.json").exists()
+            and changed_settings(r)]
+
+
 def refuse_stale(runs: list[Run], stale: dict[Path, list[str]]) -> None:
     names = {r.out_dir: r.name for r in runs}
     shown = [f"{names[p]} ({'; '.join(d[:3])})" for p, d in list(stale.items())[:5]]
@@ -510,13 +517,16 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
         names = {r.out_dir: r.name for r in runs}
         echo(f"{len(outdated)} finished run(s) read runs that will run now: redone after them "
              f"({', '.join(names[p] for p in outdated[:3])}{', ...' if len(outdated) > 3 else ''})")
+    afresh = restarts(runs)
+    if afresh:
+        echo(f"{len(afresh)} unfinished run(s) were begun with other settings: started afresh, not resumed")
     on_done = None
     if study.tracking == "mlflow":
         from kdlib import tracking
 
         on_done = tracking.mlflow_logger(study.name, study.study_dir(root).parent / "mlruns", echo=echo)
     summary = execute(runs, force=force, kernel=kernel, jobs=jobs, scheduler=scheduler, echo=echo, on_done=on_done,
-                      redo={*stale, *outdated})
+                      redo={*stale, *outdated, *afresh})
     echo(summary.render())
     sys.stdout.flush()
     return summary

@@ -269,3 +269,16 @@ def test_finished_runs_that_read_a_run_to_do_are_redone_after_it(tmp_path, tiny_
     assert runner.outdated_runs(runs) == nergrit
     assert runner.stale_runs(runs) == {}  # nothing changed: no consent needed, they are simply redone
     assert runner.outdated_runs(runs, {runs[0].out_dir}) == [r.out_dir for r in runs[2:]]  # smsa's too
+
+
+def test_an_unfinished_run_begun_with_other_settings_starts_afresh(tmp_path, tiny_data_dir):
+    study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    student = next(r for r in runs if r.stage == "distill")
+    from kdlib import rundir
+
+    rundir.write_json(student.out_dir / "params.json", {"parameters": {**student.parameters, "epochs": 99}})
+    same = runs[0]  # interrupted with the planned settings: it resumes
+    rundir.write_json(same.out_dir / "params.json", {"parameters": same.parameters})
+    assert runner.restarts(runs) == [student.out_dir]
+    assert runner.stale_runs(runs) == {}  # not finished: nothing to refuse
