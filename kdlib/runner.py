@@ -248,13 +248,18 @@ def _outputs_root(out_dir: str | Path) -> str:
 
 
 def changed_settings(run: Run) -> list[str]:
-    """For a finished run: how its recorded parameters differ from the planned ones, as 'key: old -> new'."""
+    """For a finished run: how its recorded parameters differ from the planned ones, as 'key: old -> new'.
+
+    A run made outside the runner (a notebook run by hand into the study's folder) has no params.json: it is taken
+    as it is. One whose params.json cannot be read is reported, since its settings cannot be checked."""
     path = run.out_dir / "params.json"
+    if not path.exists():
+        return []
     try:
         recorded = rundir.read_json(path)["parameters"]
         old_root = _outputs_root(recorded.get("out_dir") or run.out_dir)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        return [f"its {path.name} is missing or unreadable ({type(e).__name__}), so its settings are unknown"]
+        return [f"its {path.name} is unreadable ({type(e).__name__}), so its settings are unknown"]
     new_root = _outputs_root(run.out_dir)
 
     def portable(value: Any) -> Any:
