@@ -12,6 +12,7 @@ distill:
   student_options: {bilstm: {emb_dim: 100}}
 per_dataset:                      # optional overrides of the teacher/distill sections for one dataset
   smsa: {teacher: {epochs: 1}, per_student: {bert-small: {epochs: 2}}}
+  nergrit: {students: [bilstm]}   # optional: only these of distill.students for this dataset
 per_student:                      # optional overrides of the distill section for one student
   bert-small: {epochs: 3}
 ```
@@ -75,6 +76,10 @@ class Study:
     def teacher_for(self, dataset: str) -> dict[str, Any]:
         return {**self.teacher, **self.per_dataset.get(dataset, {}).get("teacher", {})}
 
+    def students_for(self, dataset: str) -> tuple[str, ...]:
+        """The students a dataset gets: per_dataset.D.students, else every student of distill.students."""
+        return self.per_dataset.get(dataset, {}).get("students") or self.students
+
     per_student: dict[str, dict] = field(default_factory=dict)  # student -> distill overrides
 
     ablation: Ablation | None = None  # the ablation stages, when the file has an ablation: section
@@ -111,6 +116,21 @@ def _per_student(raw: Any, where: str) -> dict[str, dict]:
         raise ConfigError(f"{where}: expected a mapping of student name -> distill settings.")
     return {get_student(str(name)).name: _check_section(section or {}, DistillParams, set(), f"{where}.{name}")
             for name, section in raw.items()}
+
+
+def _dataset_students(raw: Any, students: tuple[str, ...], where: str) -> tuple[str, ...] | None:
+    """The students one dataset gets (a subset of distill.students); None: all of them."""
+    from kdlib.models import get_student
+
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: a non-empty list of students, got {raw!r}.")
+    chosen = tuple(get_student(str(s)).name for s in raw)
+    outside = [s for s in chosen if s not in students]
+    if outside:
+        raise ConfigError(f"{where}: {', '.join(outside)} not in distill.students ({', '.join(students)}).")
+    return chosen
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -212,12 +232,14 @@ def load_params(path: str | os.PathLike) -> Study:
         dataset = get_spec(str(key)).key
         if dataset not in datasets:
             raise ConfigError(f"{where}: {dataset} is not in this study's datasets ({', '.join(datasets)}).")
-        if not isinstance(section, dict) or set(section) - {"teacher", "distill", "per_student"}:
-            raise ConfigError(f"{where}: expected a mapping with teacher:, distill: and/or per_student: sections.")
+        if not isinstance(section, dict) or set(section) - {"teacher", "distill", "per_student", "students"}:
+            raise ConfigError(f"{where}: expected a mapping with teacher:, distill:, per_student: and/or students: "
+                              "sections.")
         per_dataset[dataset] = {
             "teacher": _check_section(section.get("teacher") or {}, TeacherParams, set(), f"{where}.teacher"),
             "distill": _check_section(section.get("distill") or {}, DistillParams, set(), f"{where}.distill"),
-            "per_student": _per_student(section.get("per_student"), f"{where}.per_student")}
+            "per_student": _per_student(section.get("per_student"), f"{where}.per_student"),
+            "students": _dataset_students(section.get("students"), students, f"{where}.students")}
     per_student = _per_student(raw.get("per_student"), f"{path}: per_student")
     threads = raw.get("threads", 0)
     if not _type_ok(threads, int):

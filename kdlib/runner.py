@@ -89,6 +89,8 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
                 "threads": study.threads}))
     for student in study.students:  # in the file's order: list cheap students first to see results early
         for dataset, teacher_dir in teacher_dirs.items():
+            if student not in study.students_for(dataset):
+                continue
             for seed in study.seeds:
                 dirs = {v: study_dir / "distill" / dataset / f"{student}-{variant_name(v)}-s{seed}"
                         for v in study.variants}

@@ -284,3 +284,17 @@ def test_an_unfinished_run_begun_with_other_settings_starts_afresh(tmp_path, tin
     rundir.write_json(same.out_dir / "params.json", {"parameters": same.parameters})
     assert runner.restarts(runs) == [student.out_dir]
     assert runner.stale_runs(runs) == {}  # not finished: nothing to refuse
+
+
+def test_a_dataset_can_take_only_some_students(tmp_path, tiny_data_dir):
+    text = GOOD.replace("nergrit: {teacher: {epochs: 3}, distill: {epochs: 5}}",
+                        "nergrit: {teacher: {epochs: 3}, distill: {epochs: 5}, students: [bilstm]}")
+    study = config.load_params(write(tmp_path, text + f"output_dir: {tmp_path / 'out'}\n"))
+    assert study.students_for("nergrit") == ("bilstm",) and study.students_for("smsa") == ("bilstm", "bert-tiny")
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    pairs = {(r.dataset, r.parameters["student"]) for r in runs if r.stage == "distill"}
+    assert pairs == {("smsa", "bilstm"), ("smsa", "bert-tiny"), ("nergrit", "bilstm")}
+    with pytest.raises(ConfigError, match=r"per_dataset.nergrit.students: cnn not in distill.students"):
+        config.load_params(write(tmp_path, text.replace("students: [bilstm]}", "students: [cnn]}")))
+    with pytest.raises(ConfigError, match="unknown student 'bilstn'"):
+        config.load_params(write(tmp_path, text.replace("students: [bilstm]}", "students: [bilstn]}")))
