@@ -11,7 +11,7 @@ DATA_DIR ?= $(if $(KDEXAM_DATA_DIR),$(KDEXAM_DATA_DIR),$(if $(wildcard ../shared
 PYTEST_ARGS ?=
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && echo 2 || echo $$n)
 
-.PHONY: help venv test test-fast quickstart lab data-check clean
+.PHONY: help venv test test-fast quickstart quickstart-profile lab data-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,11 +32,15 @@ test: venv  ## run the test suite (unit tests + papermill runs of every notebook
 test-fast: venv  ## unit tests only
 	KDEXAM_DATA_DIR=$(abspath $(DATA_DIR)) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-quickstart: venv  ## offline: import the offline teacher, run params/quickstart.yaml, print the F1 table
+quickstart: venv  ## offline: import the offline teacher, train teachers and students of params/quickstart.yaml, print the F1 table
 	test -d $(DATA_DIR)/smsa_doc-sentiment-prosa || $(BIN)/kdexam data download --data-dir $(DATA_DIR) -d smsa -d nergrit
 	$(BIN)/kdexam teacher import-offline --out outputs/models/multilingual-e5-small
-	HF_HUB_OFFLINE=1 $(BIN)/kdexam run params/quickstart.yaml --data-dir $(DATA_DIR) --jobs $(JOBS)
+	HF_HUB_OFFLINE=1 $(BIN)/kdexam run params/quickstart.yaml --data-dir $(DATA_DIR) --jobs $(JOBS) --stage teacher --stage distill
 	$(BIN)/kdexam report --study outputs/quickstart
+
+quickstart-profile: quickstart  ## then profile its models (CPU latency, RAM, size, ONNX/int8), analysis + report.html
+	HF_HUB_OFFLINE=1 $(BIN)/kdexam run params/quickstart.yaml --data-dir $(DATA_DIR) --jobs $(JOBS)
+	$(BIN)/kdexam recommend --study outputs/quickstart --max-latency-ms 5
 
 data-check: venv  ## table of the 12 datasets
 	$(BIN)/kdexam data check --data-dir $(DATA_DIR)

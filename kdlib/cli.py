@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = run_study(args.params, force=args.force, dry_run=args.dry_run, kernel=args.kernel,
                             data_dir=args.data_dir, jobs=args.jobs, scheduler=args.scheduler,
-                            rerun_changed=args.rerun_changed)
+                            rerun_changed=args.rerun_changed, stages=args.stage)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if summary.interrupted:
@@ -140,6 +140,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="redo finished runs whose settings the study file has changed since, and the runs that "
                         "read them (without it, such runs are an error: results never silently mix settings)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs without executing them")
+    p.add_argument("--stage", action="append", metavar="STAGE",
+                   help="only the runs of this stage: teacher, distill, ablation-loss, ablation-embedding, "
+                        "ablation-augmentation, profile, analysis (repeatable; default: all of them)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel for papermill (default: %(default)s)")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="runs at once on this machine, each in its own process with cores/N torch threads "

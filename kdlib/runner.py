@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from kdlib import parallel, rundir
 from kdlib.config import AblationVariant, Study, Variant
@@ -486,11 +486,22 @@ def _outcome(future, run: Run) -> parallel.Outcome:
 
 def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: str = "python3",
               data_dir: str | None = None, root: Path = REPO_ROOT, jobs: int = 1, scheduler: str | None = None,
-              rerun_changed: bool = False, echo=print) -> Summary:
+              rerun_changed: bool = False, stages: Sequence[str] | None = None, echo=print) -> Summary:
+    """Run (or with dry_run list) a study's runs; `stages` keeps only the runs of those stages (teacher, distill,
+    ablation-*, profile, analysis): a run whose needs are outside them and not done is blocked, not run."""
     from kdlib.config import load_params
 
     study = load_params(path)
     runs = plan(study, root=root, data_dir=data_dir)
+    if stages:
+        unknown = sorted(set(stages) - set(NOTEBOOKS))
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {', '.join(unknown)}: the stages are {', '.join(NOTEBOOKS)}.")
+        absent = sorted(set(stages) - {r.stage for r in runs})
+        if absent:
+            raise ConfigError(f"{path}: has no {', '.join(absent)} runs (its stages: "
+                              f"{', '.join(dict.fromkeys(r.stage for r in runs))}).")
+        runs = [r for r in runs if r.stage in stages]
     check_parameters(runs)
     stale = {} if force else stale_runs(runs)
     echo(f"study {study.name}: {len(runs)} runs -> {study.study_dir(root)}")

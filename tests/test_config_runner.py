@@ -298,3 +298,18 @@ def test_a_dataset_can_take_only_some_students(tmp_path, tiny_data_dir):
         config.load_params(write(tmp_path, text.replace("students: [bilstm]}", "students: [cnn]}")))
     with pytest.raises(ConfigError, match="unknown student 'bilstn'"):
         config.load_params(write(tmp_path, text.replace("students: [bilstm]}", "students: [bilstn]}")))
+
+
+def test_stages_keep_only_their_runs(tmp_path, tiny_data_dir):
+    text = GOOD + f"output_dir: {tmp_path / 'out'}\nprofile: {{thread_counts: [1]}}\n"
+    params = write(tmp_path, text)
+    lines = []
+    runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, stages=["teacher", "distill"],
+                     echo=lines.append)
+    listed = [line for line in lines if line.startswith("  ") and "(to run)" in line]
+    assert listed and all(re.match(r"  (teacher|distill)/", line) for line in listed)
+    assert len(listed) == 2 + 2 * 2 * 2 * 3  # 2 teachers; 2 datasets x 2 students x 2 seeds x 3 variants
+    with pytest.raises(ConfigError, match="unknown stage.*profil.*the stages are teacher, distill"):
+        runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, stages=["profil"])
+    with pytest.raises(ConfigError, match="has no ablation-loss runs"):
+        runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, stages=["ablation-loss"])
