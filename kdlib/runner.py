@@ -15,10 +15,10 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from kdlib import parallel, rundir
 from kdlib.config import AblationVariant, Study, Variant
