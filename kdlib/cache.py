@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,19 @@ class LogitCache:
         return path
 
     def get_or_compute(self, name: str, key: str, compute: Callable[[], Sequence[np.ndarray]]) -> list[np.ndarray]:
+        """The cached logits, else `compute()`'s, saved. Runs needing the same entry at once (two seeds of one
+        transfer set) take a file lock: one computes, the others wait and read its file."""
         cached = self.load(name, key)
         if cached is not None:
             return cached
-        log.info("teacher logits for %s not cached: running the teacher", name)
-        logits = [np.asarray(a, dtype=np.float32) for a in compute()]
-        self.save(name, key, logits)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.root / f".{name}-{key}.lock"):
+            cached = self.load(name, key)
+            if cached is not None:
+                return cached
+            log.info("teacher logits for %s not cached: running the teacher", name)
+            logits = [np.asarray(a, dtype=np.float32) for a in compute()]
+            self.save(name, key, logits)
         return logits
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from kdlib import data
 from kdlib.errors import ConfigError, DataError
@@ -129,30 +130,39 @@ def corpus_key(kind: str, dim: int, seed: int, corpus: Sequence[Sequence[str]]) 
     return digest.hexdigest()[:16]
 
 
+def _train_to(folder: Path, kind: str, corpus: Sequence[Sequence[str]], dim: int, seed: int) -> None:
+    from gensim.models import FastText, Word2Vec
+
+    log.info("training %s vectors (%d dims) on %d texts", kind, dim, len(corpus))
+    model_cls = FastText if kind == "fasttext" else Word2Vec
+    extra = FASTTEXT_NGRAMS if kind == "fasttext" else {}
+    model = model_cls(sentences=list(corpus), vector_size=dim, seed=seed, workers=1, hashfxn=_stable_hash,
+                      **GENSIM_SETTINGS, **extra)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.wv.save(str(tmp / "vectors.kv"))
+    try:
+        os.replace(tmp, folder)  # a process that took no lock may have finished first: keep its vectors
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def train_in_domain(kind: str, corpus: Sequence[Sequence[str]], dim: int, cache_dir: str | os.PathLike,
                     seed: int = 0) -> WordVectors:
     """word2vec or fastText vectors of `corpus`, trained once and kept in `cache_dir/<kind>-<dim>d-<key>/`.
 
     One worker thread and a process-independent hash make the vectors the same on every run of the same corpus.
     """
-    from gensim.models import FastText, KeyedVectors, Word2Vec
+    from gensim.models import KeyedVectors
 
     if kind not in IN_DOMAIN:
         raise ConfigError(f"in-domain embeddings are one of {', '.join(IN_DOMAIN)}, not {kind!r}.")
     folder = Path(cache_dir) / f"{kind}-{dim}d-{corpus_key(kind, dim, seed, corpus)}"
     if not (folder / "vectors.kv").exists():
-        log.info("training %s vectors (%d dims) on %d texts", kind, dim, len(corpus))
-        model_cls = FastText if kind == "fasttext" else Word2Vec
-        extra = FASTTEXT_NGRAMS if kind == "fasttext" else {}
-        model = model_cls(sentences=list(corpus), vector_size=dim, seed=seed, workers=1, hashfxn=_stable_hash,
-                          **GENSIM_SETTINGS, **extra)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        model.wv.save(str(tmp / "vectors.kv"))
-        try:
-            os.replace(tmp, folder)  # another run may have finished the same vectors first: keep theirs
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(folder.with_name(f".{folder.name}.lock")):  # runs starting together: one trains, others wait
+            if not (folder / "vectors.kv").exists():
+                _train_to(folder, kind, corpus, dim, seed)
     wv = KeyedVectors.load(str(folder / "vectors.kv"))
     known = wv.key_to_index.__contains__
 

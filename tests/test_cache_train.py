@@ -34,6 +34,25 @@ def test_get_or_compute_runs_once(tmp_path):
     assert len(calls) == 1 and np.array_equal(a[0], b[0])
 
 
+def test_runs_needing_the_same_logits_at_once_compute_them_once(tmp_path):
+    import threading
+
+    store, calls, out = cache.LogitCache(tmp_path / "logits"), [], []
+
+    def compute():
+        calls.append(1)
+        threading.Event().wait(0.3)  # the other run asks while the teacher is still running
+        return [np.ones(3)]
+
+    runs = [threading.Thread(target=lambda: out.append(store.get_or_compute("transfer-tang-x5", "k", compute)))
+            for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert len(calls) == 1 and len(out) == 2 and np.array_equal(out[0][0], out[1][0])
+
+
 def test_key_changes_with_every_input():
     base = cache.cache_key("t", "smsa", "e", {"max_length": 128})
     assert base == cache.cache_key("t", "smsa", "e", {"max_length": 128})

@@ -92,12 +92,35 @@ def test_in_domain_vectors_are_deterministic_and_trained_once(tmp_path):
     b = embeddings.train_in_domain("word2vec", CORPUS, 8, tmp_path / "b")
     np.testing.assert_array_equal(a.vector("nasi"), b.vector("nasi"))
     assert a.vector("sate") is None and a.known("Nasi")
-    cached = list((tmp_path / "a").iterdir())
+    folders = lambda: sorted(p for p in (tmp_path / "a").iterdir() if p.is_dir())  # noqa: E731 (not the locks)
+    cached = folders()
     assert len(cached) == 1 and cached[0].name.startswith("word2vec-8d-")
     embeddings.train_in_domain("word2vec", CORPUS, 8, tmp_path / "a")
-    assert list((tmp_path / "a").iterdir()) == cached
+    assert folders() == cached
     other = embeddings.train_in_domain("word2vec", CORPUS[:40], 8, tmp_path / "a")
-    assert len(list((tmp_path / "a").iterdir())) == 2 and other.dim == 8
+    assert len(folders()) == 2 and other.dim == 8
+
+
+def test_runs_starting_together_train_the_vectors_once(tmp_path, monkeypatch):
+    import threading
+
+    calls, real = [], embeddings._train_to
+
+    def slow_train(*args):
+        calls.append(1)
+        threading.Event().wait(0.3)  # the other run arrives while this one trains
+        real(*args)
+
+    monkeypatch.setattr(embeddings, "_train_to", slow_train)
+    out = []
+    runs = [threading.Thread(target=lambda: out.append(embeddings.train_in_domain("word2vec", CORPUS, 8, tmp_path)))
+            for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert len(calls) == 1 and len(out) == 2
+    np.testing.assert_array_equal(out[0].vector("nasi"), out[1].vector("nasi"))
 
 
 def test_fasttext_composes_vectors_for_unseen_words(tmp_path):
