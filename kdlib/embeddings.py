@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -141,10 +142,9 @@ def _train_to(folder: Path, kind: str, corpus: Sequence[Sequence[str]], dim: int
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     model.wv.save(str(tmp / "vectors.kv"))
-    try:
-        os.replace(tmp, folder)  # a process that took no lock may have finished first: keep its vectors
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if folder.exists():  # a folder without vectors.kv (emptied by hand): the caller holds the lock, replace it
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
 
 
 def train_in_domain(kind: str, corpus: Sequence[Sequence[str]], dim: int, cache_dir: str | os.PathLike,
@@ -163,7 +163,11 @@ def train_in_domain(kind: str, corpus: Sequence[Sequence[str]], dim: int, cache_
         with FileLock(folder.with_name(f".{folder.name}.lock")):  # runs starting together: one trains, others wait
             if not (folder / "vectors.kv").exists():
                 _train_to(folder, kind, corpus, dim, seed)
-    wv = KeyedVectors.load(str(folder / "vectors.kv"))
+    try:
+        wv = KeyedVectors.load(str(folder / "vectors.kv"))
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise DataError(f"the cached {kind} vectors in {folder} cannot be read ({type(e).__name__}: {e}); delete "
+                        "that folder and the next run trains them again.") from e
     known = wv.key_to_index.__contains__
 
     def vector(word: str) -> np.ndarray | None:

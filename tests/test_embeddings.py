@@ -123,6 +123,18 @@ def test_runs_starting_together_train_the_vectors_once(tmp_path, monkeypatch):
     np.testing.assert_array_equal(out[0].vector("nasi"), out[1].vector("nasi"))
 
 
+def test_a_damaged_vector_cache_is_retrained_or_named(tmp_path):
+    first = embeddings.train_in_domain("word2vec", CORPUS, 8, tmp_path)
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    for f in folder.iterdir():  # emptied by hand: trained again, the same vectors
+        f.unlink()
+    again = embeddings.train_in_domain("word2vec", CORPUS, 8, tmp_path)
+    np.testing.assert_array_equal(first.vector("nasi"), again.vector("nasi"))
+    (folder / "vectors.kv").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match=r"cached word2vec vectors in .*word2vec-8d-.* cannot be read.*delete"):
+        embeddings.train_in_domain("word2vec", CORPUS, 8, tmp_path)
+
+
 def test_fasttext_composes_vectors_for_unseen_words(tmp_path):
     ft = embeddings.train_in_domain("fasttext", CORPUS, 8, tmp_path)
     assert not ft.known("nasinya") and ft.vector("nasinya").shape == (8,)
