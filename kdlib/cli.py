@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = run_study(args.params, force=args.force, dry_run=args.dry_run, kernel=args.kernel,
                             data_dir=args.data_dir, jobs=args.jobs, scheduler=args.scheduler,
-                            rerun_changed=args.rerun_changed, stages=args.stage)
+                            rerun_changed=args.rerun_changed, stages=args.stage, datasets=args.dataset)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if summary.interrupted:
@@ -143,6 +143,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", action="append", metavar="STAGE",
                    help="only the runs of this stage: teacher, distill, ablation-loss, ablation-embedding, "
                         "ablation-augmentation, profile, analysis (repeatable; default: all of them)")
+    p.add_argument("--dataset", "-d", action="append", metavar="DATASET",
+                   help="only the runs of this dataset of the study (repeatable; default: all of them); the "
+                        "study's analysis run needs every dataset, so it waits for a run without this filter")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel for papermill (default: %(default)s)")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="runs at once on this machine, each in its own process with cores/N torch threads "

@@ -51,6 +51,7 @@ class TeacherParams:
     batch_size: int = 16
     patience: int = 2
     freeze_embeddings: bool = True  # the word-embedding matrix (96M of e5's 118M parameters) stays fixed
+    pooling: str = "auto"  # sequence heads: "cls" (pooler), "mean" (masked mean), "auto" (mean if no pooler weights)
     seed: int = 0
     threads: int = 0  # torch threads, 0 = all cores
 
@@ -172,7 +173,9 @@ def run_teacher(p: TeacherParams) -> RunResult:
     dd["valid"] = data.cap(dd["valid"], p.max_valid_examples)  # one fixed subset, like a capped train split
     base = resolve_base_model(p.base_model, p.models_dir, dd, spec)
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=_offline())
-    model = models.BertTaskModel.from_encoder(base, spec)
+    model = models.BertTaskModel.from_encoder(base, spec, pooling=p.pooling)
+    log.info("teacher head reads %s", "every word's first sub-word" if spec.is_tagging else
+             {"mean": "the mean of the last hidden states", "cls": "[CLS] through the pooler"}[model.pooling])
     if p.freeze_embeddings:
         model.word_embeddings().weight.requires_grad_(False)
     train_ds = data.cap(dd["train"], p.max_train_examples)
@@ -187,7 +190,8 @@ def run_teacher(p: TeacherParams) -> RunResult:
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     rundir.write_json(out / TEACHER_INFO, {"dataset": spec.key, "base_model": p.base_model, "max_length": p.max_length,
-                                           "logit_train_examples": p.logit_train_examples})
+                                           "logit_train_examples": p.logit_train_examples,
+                                           "pooling": model.pooling})
 
     scores, logits_seconds = {}, 0.0
     logit_sets = {**dd, "train": data.cap(dd["train"], p.logit_train_examples)}  # students' train examples only
@@ -202,7 +206,7 @@ def run_teacher(p: TeacherParams) -> RunResult:
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
         "parameters": models.count_parameters(model), "train_examples": len(train_ds),
         "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]),
-        "logit_train_examples": len(logit_sets["train"]), "best_epoch": result.best_epoch,
+        "logit_train_examples": len(logit_sets["train"]), "pooling": model.pooling, "best_epoch": result.best_epoch,
         "resumed_from_epoch": result.resumed_from_epoch,  # > 0: wall_seconds covers the last attempt only
         "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
         "wall_seconds": time.perf_counter() - started, "threads": threads, "history": result.history,

@@ -109,15 +109,36 @@ class VocabMap:
         return table
 
 
+POOLINGS = ("auto", "cls", "mean")
+
+
+def _has_linear_head(hf_model: nn.Module) -> bool:
+    """BERT-family sequence classifiers: `dropout` then one `classifier` Linear over the pooled vector."""
+    return isinstance(getattr(hf_model, "classifier", None), nn.Linear) and hasattr(hf_model, "dropout")
+
+
 class BertTaskModel(nn.Module):
     """A Hugging Face sequence- or token-classification model whose logits follow the unit-level contract.
 
     Single/pair/aspect use `AutoModelForSequenceClassification` (aspect: A*C outputs reshaped to (B, A, C));
     tagging/qa use `AutoModelForTokenClassification`, gathered at `word_index`. `self.hf` is the HF model as is.
+
+    `pooling` says what the sequence head reads: "cls" is Hugging Face's own head ([CLS] through BERT's pooler),
+    "mean" the encoder's last hidden states averaged over the attention mask, then the head's dropout and linear
+    layer (the pooler is bypassed). Encoders pretrained for mean pooling (e5, sentence encoders) ship no pooler
+    weights, so "cls" would start them from a random dense+tanh layer. Tagging heads read every position; for
+    them pooling is recorded but has no effect.
     """
 
-    def __init__(self, hf_model: nn.Module, spec: DatasetSpec, vocab_map: VocabMap | None = None):
+    def __init__(self, hf_model: nn.Module, spec: DatasetSpec, vocab_map: VocabMap | None = None,
+                 pooling: str = "cls"):
         super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ConfigError(f"pooling {pooling!r}: use cls (the encoder's pooler) or mean (average of the last "
+                              "hidden states); auto is resolved when the encoder is loaded.")
+        if pooling == "mean" and not spec.is_tagging and not _has_linear_head(hf_model):
+            raise ConfigError(f"pooling: mean needs a BERT-style head (dropout + one linear classifier); "
+                              f"{type(hf_model).__name__} has another one: use pooling: cls.")
         expected = spec.num_labels * _num_aspects(spec)
         if hf_model.config.num_labels != expected:
             raise ConfigError(f"the model's head has {hf_model.config.num_labels} outputs but {spec.key} needs "
@@ -128,16 +149,28 @@ class BertTaskModel(nn.Module):
         self.hf = hf_model
         self.spec = spec
         self.vocab_map = vocab_map
+        self.pooling = pooling
         if vocab_map is not None:  # tokenizer id -> embedding row; a buffer, so it follows .to() and ONNX export
             self.register_buffer("id_map", vocab_map.lookup(), persistent=False)
 
     @classmethod
-    def from_encoder(cls, name_or_path: str | os.PathLike, spec: DatasetSpec, **hf_kwargs) -> BertTaskModel:
-        """A pretrained encoder (hub id or local folder) with a new task head; missing pooler/head are initialised."""
+    def from_encoder(cls, name_or_path: str | os.PathLike, spec: DatasetSpec, *, pooling: str = "auto",
+                     **hf_kwargs) -> BertTaskModel:
+        """A pretrained encoder (hub id or local folder) with a new task head; missing pooler/head are initialised.
+
+        pooling "auto" is "mean" when the checkpoint has no pooler weights (they would start random) and "cls"
+        when it has them.
+        """
+        if pooling not in POOLINGS:
+            raise unknown_name("pooling", str(pooling), POOLINGS)
         if _offline():
             hf_kwargs.setdefault("local_files_only", True)  # HF_HUB_OFFLINE=1 means no network call at all
-        hf = _hf_auto_class(spec).from_pretrained(str(name_or_path), **_label_maps(spec), **hf_kwargs)
-        return cls(hf, spec)
+        hf, info = _hf_auto_class(spec).from_pretrained(str(name_or_path), output_loading_info=True,
+                                                         **_label_maps(spec), **hf_kwargs)
+        if pooling == "auto":
+            no_pooler = any(".pooler." in f".{key}" for key in info.get("missing_keys", []))
+            pooling = "mean" if no_pooler and _has_linear_head(hf) else "cls"
+        return cls(hf, spec, pooling=pooling)
 
     @classmethod
     def from_config(cls, config, spec: DatasetSpec) -> BertTaskModel:
@@ -155,7 +188,7 @@ class BertTaskModel(nn.Module):
         spec = get_spec(info["dataset"])
         hf = _hf_auto_class(spec).from_pretrained(str(model_dir), local_files_only=True)
         vocab_map = VocabMap(**info["vocab_map"]) if info.get("vocab_map") else None
-        return cls(hf, spec, vocab_map)
+        return cls(hf, spec, vocab_map, pooling=info.get("pooling", "cls"))
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
         """The HF folder (config.json, model.safetensors) plus kdexam.json naming the dataset head."""
@@ -163,7 +196,8 @@ class BertTaskModel(nn.Module):
         self.hf.save_pretrained(out_dir)
         info = {MODEL_KEY: "bert", "dataset": self.spec.key, "shape": self.spec.shape,
                 "num_labels": self.spec.num_labels, "num_aspects": _num_aspects(self.spec),
-                "vocab_map": asdict(self.vocab_map) if self.vocab_map is not None else None}
+                "vocab_map": asdict(self.vocab_map) if self.vocab_map is not None else None,
+                "pooling": self.pooling}
         (out_dir / BERT_INFO).write_text(json.dumps(info, indent=2))
         return out_dir
 
@@ -174,12 +208,24 @@ class BertTaskModel(nn.Module):
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         if self.vocab_map is not None:
             inputs["input_ids"] = self.id_map[inputs["input_ids"]]
-        logits = self.hf(**inputs).logits
+        if self.pooling == "mean" and not self.spec.is_tagging:
+            logits = self._mean_pooled_logits(inputs)
+        else:
+            logits = self.hf(**inputs).logits
         if self.spec.is_tagging:
             return ModelOutput(gather_words(logits, batch["word_index"]))
         if self.spec.shape == "aspect":
             logits = logits.view(logits.shape[0], _num_aspects(self.spec), self.spec.num_labels)
         return ModelOutput(logits)
+
+
+    def _mean_pooled_logits(self, inputs: dict[str, Tensor]) -> Tensor:
+        states = self.hf.base_model(**inputs).last_hidden_state  # (B, T, H)
+        mask = inputs.get("attention_mask")
+        mask = torch.ones(states.shape[:2], device=states.device) if mask is None else mask
+        mask = mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return self.hf.classifier(self.hf.dropout(pooled))
 
 
 @dataclass(frozen=True)
@@ -508,7 +554,7 @@ def build_student(name: str, spec: DatasetSpec, *, vocab: Vocab | None = None, t
     rows.weight.data.copy_(full.weight.data[torch.tensor(vocab_map.kept_ids)])
     model.hf.set_input_embeddings(rows)
     model.hf.config.vocab_size, model.hf.config.pad_token_id = len(vocab_map.kept_ids), rows.padding_idx
-    return BertTaskModel(model.hf, spec, vocab_map)
+    return BertTaskModel(model.hf, spec, vocab_map, pooling=model.pooling)
 
 
 def load_model(model_dir: str | os.PathLike) -> nn.Module:

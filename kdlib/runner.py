@@ -486,9 +486,11 @@ def _outcome(future, run: Run) -> parallel.Outcome:
 
 def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: str = "python3",
               data_dir: str | None = None, root: Path = REPO_ROOT, jobs: int = 1, scheduler: str | None = None,
-              rerun_changed: bool = False, stages: Sequence[str] | None = None, echo=print) -> Summary:
+              rerun_changed: bool = False, stages: Sequence[str] | None = None,
+              datasets: Sequence[str] | None = None, echo=print) -> Summary:
     """Run (or with dry_run list) a study's runs; `stages` keeps only the runs of those stages (teacher, distill,
-    ablation-*, profile, analysis): a run whose needs are outside them and not done is blocked, not run."""
+    ablation-*, profile, analysis) and `datasets` those of these datasets: a run whose needs are outside them and
+    not done is blocked, not run."""
     from kdlib.config import load_params
 
     study = load_params(path)
@@ -502,6 +504,14 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
             raise ConfigError(f"{path}: has no {', '.join(absent)} runs (its stages: "
                               f"{', '.join(dict.fromkeys(r.stage for r in runs))}).")
         runs = [r for r in runs if r.stage in stages]
+    if datasets:
+        from kdlib.data import get_spec
+
+        chosen = {get_spec(str(d)).key for d in datasets}
+        outside = sorted(chosen - set(study.datasets))
+        if outside:
+            raise ConfigError(f"{path}: dataset(s) {', '.join(outside)} not in this study ({', '.join(study.datasets)}).")
+        runs = [r for r in runs if r.dataset in chosen]
     check_parameters(runs)
     stale = {} if force else stale_runs(runs)
     echo(f"study {study.name}: {len(runs)} runs -> {study.study_dir(root)}")

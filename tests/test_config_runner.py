@@ -313,3 +313,10 @@ def test_stages_keep_only_their_runs(tmp_path, tiny_data_dir):
         runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, stages=["profil"])
     with pytest.raises(ConfigError, match="has no ablation-loss runs"):
         runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, stages=["ablation-loss"])
+    lines.clear()
+    runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, stages=["teacher", "distill"],
+                     datasets=["nergrit"], echo=lines.append)
+    listed = [line for line in lines if line.startswith("  ") and "(to run)" in line]
+    assert len(listed) == 1 + 2 * 2 * 3 and all("/nergrit/" in line for line in listed)
+    with pytest.raises(ConfigError, match="dataset.*casa not in this study"):
+        runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, datasets=["casa"])

@@ -228,7 +228,35 @@ def test_teacher_loads_a_checkpoint_without_pooler(tiny, tmp_path):
     BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
     teacher = models.BertTaskModel.from_encoder(tmp_path, tiny.spec("single"))
     assert teacher.hf.bert.pooler is not None
+    assert teacher.pooling == "mean"  # auto: no pooler weights in the checkpoint, so the head reads the mean
     assert torch.isfinite(teacher(bert_batch(tiny, "single")).logits).all()
+
+
+@pytest.mark.parametrize("shape", ["single", "aspect"])
+def test_mean_pooling_head_reads_the_masked_mean_of_the_last_states(shape, tiny, random_bert, tmp_path):
+    model = models.BertTaskModel.from_encoder(random_bert, tiny.spec(shape), pooling="mean").eval()
+    assert models.BertTaskModel.from_encoder(random_bert, tiny.spec(shape)).pooling == "cls"  # it has a pooler
+    batch = bert_batch(tiny, shape)
+    with torch.no_grad():
+        logits = model(batch).logits
+        states = model.hf.bert(**batch).last_hidden_state
+        for b in range(states.shape[0]):  # each example alone, without its padding
+            n = int(batch["attention_mask"][b].sum())
+            expected = model.hf.classifier(states[b, :n].mean(dim=0))
+            assert torch.allclose(logits[b].flatten(), expected, atol=1e-5)
+        padded = {k: torch.cat([v, torch.full_like(v[:, :3], 0 if k != "input_ids" else tiny.tokenizer.pad_token_id)],
+                               dim=1) for k, v in batch.items()}
+        assert torch.allclose(model(padded).logits, logits, atol=1e-5)  # padding never changes the mean
+        assert not torch.allclose(model.hf(**batch).logits.view_as(logits), logits)  # it is not the [CLS] head
+    reloaded = models.load_model(model.save_pretrained(tmp_path / "m")).eval()
+    assert reloaded.pooling == "mean"
+    with torch.no_grad():
+        assert torch.allclose(reloaded(batch).logits, logits, atol=1e-6)
+
+
+def test_pooling_names_are_checked(tiny, random_bert):
+    with pytest.raises(ConfigError, match="unknown pooling 'max'"):
+        models.BertTaskModel.from_encoder(random_bert, tiny.spec("single"), pooling="max")
 
 
 def test_offline_mode_never_asks_the_hub(monkeypatch, tiny):
