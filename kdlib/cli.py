@@ -176,7 +176,11 @@ def _report(args: argparse.Namespace) -> int:
     csv = args.format == "csv"
     show = (lambda t: t.to_csv(index=False)) if csv else (lambda t: t.to_string(index=False))
     say = (lambda line: print("# " + line.strip())) if csv else print  # CSV mode: prose as comment lines
+    from kdlib import publish
+
     quality = df[df["stage"].isin(report.QUALITY_STAGES)]
+    for problem in publish.teacher_problems(df):
+        say(f"PROBLEM: {problem}")
     if not quality.empty:
         table = report.summary(quality)
         say(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
@@ -197,6 +201,13 @@ def _report(args: argparse.Namespace) -> int:
             if not table.empty:
                 say(f"\nclaim: {stats.CLAIMS[key].text} — {stats.verdict(table)}")
                 print(show(table))
+    kd = publish.kd_table(df)
+    if not kd.empty:
+        say("\nKD against no KD per student (F1 points, paired bootstrap 95% CI over seeds and test examples)")
+        print(show(kd))
+    if args.publish:
+        command = f"kdexam report --study {args.study} --publish {args.publish}"
+        say(f"\npublished: {publish.publish(study, args.publish, command=command)}")
     return 0
 
 
@@ -209,6 +220,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", required=True, metavar="DIR", help="study folder, e.g. outputs/quickstart")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
     p.add_argument("--runs", action="store_true", help="also list every teacher/student run with its wall time")
+    p.add_argument("--publish", metavar="DIR",
+                   help="also write the study's published folder (runs.csv, tables, figures, README.md, the "
+                        "analysis notebook and report.html when present), e.g. reports/<study>; it is the one "
+                        "place results are committed")
     p.set_defaults(func=_report)
 
 

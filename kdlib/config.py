@@ -45,6 +45,14 @@ RUN_OWNED = {"dataset", "out_dir", "data_dir", "seed", "threads", "student", "te
              "temperature", "student_options"}
 RUN_OWNED |= {"stage", "variant"}  # ablation runs: set by the runner
 DISTILL_EXTRA = {"students", "variants", "student_options"}
+# Settings of the word-level students' inputs: a study-wide recipe applies them to BiLSTM/CNN only.
+WORD_ONLY = {"embedding", "freeze_embeddings", "embedding_text", "word_dropout", "min_freq", "max_vocab", "max_words"}
+
+
+def _reads_words(student: str) -> bool:
+    from kdlib.models import get_student
+
+    return get_student(student).kind == "word"
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class Study:
         return self.per_dataset.get(dataset, {}).get("students") or self.students
 
     per_student: dict[str, dict] = field(default_factory=dict)  # student -> distill overrides
+    student_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # student -> its own seeds
 
     ablation: Ablation | None = None  # the ablation stages, when the file has an ablation: section
     profile: dict[str, Any] | None = None  # ProfileParams settings when the file has a profile: section
@@ -97,16 +106,26 @@ class Study:
         return self.study_dir(root).with_name(self.teachers_from)
 
     def distill_for(self, dataset: str, student: str = "") -> dict[str, Any]:
+        """Distill settings, last wins: distill < per_dataset.D.distill < per_student.S < per_dataset.D.per_student.S.
+
+        The study-wide sections hold one recipe for every student: their word-student settings (WORD_ONLY) reach
+        word students only; a per_student section sets them for its student as written."""
         here = self.per_dataset.get(dataset, {})
-        return {**self.distill, **here.get("distill", {}), **self.per_student.get(student, {}),
-                **here.get("per_student", {}).get(student, {})}
+        shared = {**self.distill, **here.get("distill", {})}
+        if student and not _reads_words(student):
+            shared = {k: v for k, v in shared.items() if k not in WORD_ONLY}
+        return {**shared, **self.per_student.get(student, {}), **here.get("per_student", {}).get(student, {})}
+
+    def seeds_for(self, student: str) -> tuple[int, ...]:
+        """The seeds a student runs with: per_student.S.seeds, else the study's seeds."""
+        return self.student_seeds.get(student) or self.seeds
 
     def study_dir(self, root: Path) -> Path:
         base = Path(self.output_dir)
         return (base if base.is_absolute() else root / base) / self.name
 
 
-def _per_student(raw: Any, where: str) -> dict[str, dict]:
+def _per_student(raw: Any, where: str, base: Path, *, seeds_ok: bool = True) -> dict[str, dict]:
     """student -> distill overrides, each checked like a distill: section."""
     from kdlib.models import get_student
 
@@ -114,8 +133,46 @@ def _per_student(raw: Any, where: str) -> dict[str, dict]:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of student name -> distill settings.")
-    return {get_student(str(name)).name: _check_section(section or {}, DistillParams, set(), f"{where}.{name}")
+    extra = {"seeds"} if seeds_ok else set()  # the top-level per_student only: seeds are the study's plan
+    return {get_student(str(name)).name: _distill_section(section or {}, extra, f"{where}.{name}", base)
             for name, section in raw.items()}
+
+
+def _student_seeds(raw: Any, where: str) -> dict[str, tuple[int, ...]]:
+    """per_student.S.seeds: a student that runs with fewer (or other) seeds than the study."""
+    from kdlib.models import get_student
+
+    out = {}
+    for name, section in (raw or {}).items():
+        if isinstance(section, dict) and "seeds" in section:
+            seeds = section["seeds"]
+            if not isinstance(seeds, list) or not seeds or not all(_type_ok(x, int) for x in seeds) or \
+                    len(set(seeds)) != len(seeds):
+                raise ConfigError(f"{where}.{name}.seeds: a non-empty list of distinct integers, got {seeds!r}.")
+            out[get_student(str(name)).name] = tuple(seeds)
+    return out
+
+
+def _distill_section(section: dict, allowed_extra: set[str], where: str, base: Path) -> dict:
+    """A distill: section (or its per_dataset / per_student overrides), with the recipe's names and paths checked:
+    transfer (a KINDS name or a text file), embedding (a SOURCES name or a .vec file), sizes and rates."""
+    from kdlib.augment import KINDS
+    from kdlib.embeddings import SOURCES
+
+    out = _check_section(section, DistillParams, allowed_extra, where)
+    if "transfer" in out and out["transfer"] not in KINDS:
+        out["transfer"] = _local_path(out["transfer"], base, f"{where}.transfer")
+    if "embedding" in out and out["embedding"] not in SOURCES:
+        out["embedding"] = _local_path(out["embedding"], base, f"{where}.embedding")
+    if out.get("embedding_text"):
+        out["embedding_text"] = _local_path(out["embedding_text"], base, f"{where}.embedding_text")
+    if out.get("transfer_size", 1) < 1:
+        raise ConfigError(f"{where}.transfer_size: {out['transfer_size']!r}; a transfer set is >= 1 times the train "
+                          "split.")
+    if out.get("word_dropout", 0) < 0:
+        raise ConfigError(f"{where}.word_dropout: {out['word_dropout']!r}; use 0 (off) or a positive alpha "
+                          "(a word seen c times reads UNK with probability alpha / (alpha + c)).")
+    return out
 
 
 def _dataset_students(raw: Any, students: tuple[str, ...], where: str) -> tuple[str, ...] | None:
@@ -217,7 +274,8 @@ def load_params(path: str | os.PathLike) -> Study:
 
     teacher = _check_section(raw.get("teacher") or {}, TeacherParams, set(), f"{path}: teacher")
     distill_raw = raw.get("distill") or {}
-    distill = _check_section(distill_raw, DistillParams, DISTILL_EXTRA, f"{path}: distill")
+    base = path.resolve().parent
+    distill = _distill_section(distill_raw, DISTILL_EXTRA, f"{path}: distill", base)
     students = tuple(get_student(str(s)).name for s in distill_raw.get("students", []))
     variants = tuple(_variant(v, f"{path}: distill.variants[{i}]")
                      for i, v in enumerate(distill_raw.get("variants", ["mse", "ce"])))
@@ -237,10 +295,11 @@ def load_params(path: str | os.PathLike) -> Study:
                               "sections.")
         per_dataset[dataset] = {
             "teacher": _check_section(section.get("teacher") or {}, TeacherParams, set(), f"{where}.teacher"),
-            "distill": _check_section(section.get("distill") or {}, DistillParams, set(), f"{where}.distill"),
-            "per_student": _per_student(section.get("per_student"), f"{where}.per_student"),
+            "distill": _distill_section(section.get("distill") or {}, set(), f"{where}.distill", base),
+            "per_student": _per_student(section.get("per_student"), f"{where}.per_student", base, seeds_ok=False),
             "students": _dataset_students(section.get("students"), students, f"{where}.students")}
-    per_student = _per_student(raw.get("per_student"), f"{path}: per_student")
+    per_student = _per_student(raw.get("per_student"), f"{path}: per_student", base)
+    student_seeds = _student_seeds(raw.get("per_student"), f"{path}: per_student")
     threads = raw.get("threads", 0)
     if not _type_ok(threads, int):
         raise ConfigError(f"{path}: threads must be an integer, got {threads!r}.")
@@ -248,7 +307,7 @@ def load_params(path: str | os.PathLike) -> Study:
                  description=str(raw.get("description", "")), data_dir=raw.get("data_dir"),
                  output_dir=str(raw.get("output_dir", "outputs")), threads=threads, teacher=teacher,
                  students=students, variants=variants, distill=distill, student_options=options,
-                 per_dataset=per_dataset, per_student=per_student,
+                 per_dataset=per_dataset, per_student=per_student, student_seeds=student_seeds,
                  ablation=_ablation(raw.get("ablation"), path, students, datasets),
                  profile=_profile(raw.get("profile", False), path, datasets),
                  tracking=_tracking(raw.get("tracking"), path),

@@ -313,6 +313,24 @@ def cap(ds: datasets.Dataset, n: int | None, seed: int = SUBSET_SEED) -> dataset
 
 _WORD = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]", re.UNICODE)
 PAD, UNK, SEP = "<pad>", "<unk>", "<sep>"
+# A word's casing class (index 0 = padding): the word students' vocabulary is lower-cased, so taggers read this.
+CASES = ("pad", "lower", "title", "upper", "mixed", "number", "other")
+
+
+def case_class(word: str) -> int:
+    """The CASES index of a word: lower, Title, UPPER (two or more letters), mIxEd, a number, or no letters."""
+    if word in (PAD, UNK, SEP) or not any(c.isalnum() for c in word):
+        return CASES.index("other")
+    letters = [c for c in word if c.isalpha()]
+    if not letters:
+        return CASES.index("number")
+    if all(c.islower() for c in letters):
+        return CASES.index("lower")
+    if all(c.isupper() for c in letters):
+        return CASES.index("upper" if len(letters) > 1 else "title")
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return CASES.index("title")
+    return CASES.index("mixed")
 
 
 def word_tokenize(text: str) -> list[str]:
@@ -462,12 +480,13 @@ def _word_labels(tags: Sequence[int], word_index: Sequence[int]) -> list[int]:
 
 
 def encode_for_words(batch: dict, vocab: Vocab, spec: DatasetSpec, max_words: int = 256) -> dict:
-    """A batched `Dataset.map` function for word-level students: word_ids, labels (and word_index for tagging).
+    """A batched `Dataset.map` function for word-level students: word_ids, case_ids (kdlib.data.CASES), labels (and
+    word_index for tagging).
 
     Tagging: the student reads every word and `word_index[j] = j`; QA: it reads question <sep> passage and the
     passage word j sits at position len(question) + 1 + j. Words past `max_words` are cut (word_index -1).
     """
-    out: dict[str, list] = {"word_ids": [], "labels": []}
+    out: dict[str, list] = {"word_ids": [], "case_ids": [], "labels": []}
     if spec.is_tagging:
         out["word_index"] = []
     n = len(next(iter(batch.values())))
@@ -475,6 +494,7 @@ def encode_for_words(batch: dict, vocab: Vocab, spec: DatasetSpec, max_words: in
         example = {k: batch[k][i] for k in batch}
         words = example_words(example, spec)[:max_words]
         out["word_ids"].append(vocab.encode(words) or [vocab.unk_id])
+        out["case_ids"].append([case_class(w) for w in words] or [CASES.index("other")])
         if spec.is_tagging:
             offset = len(example["question"]) + 1 if spec.shape == "qa" else 0
             n_words = len(example["tokens"])

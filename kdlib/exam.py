@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from kdlib import augment, data, embeddings, models, rundir
 from kdlib import cache as cache_lib
@@ -80,17 +82,9 @@ class DistillParams:
     student_options: dict = field(default_factory=dict)  # overrides of the student's defaults (emb_dim, ...)
     seed: int = 0
     threads: int = 0
-
-
-@dataclass(frozen=True)
-class AblationParams(DistillParams):
-    """A student run of an ablation (notebooks 03-05): DistillParams plus the settings the ablations vary.
-
-    The defaults are plain distillation, so run_distill treats a DistillParams as an AblationParams with defaults.
-    """
-
-    stage: str = "distill"  # recorded in metrics.json: the runner's stage of this run
-    variant: str = ""  # recorded in metrics.json; "": named after the loss
+    # The recipe: the settings the ablations (notebooks 03-05) vary, also the main stage's. Defaults: plain
+    # distillation on the train split from random word embeddings.
+    word_dropout: float = 0.0  # word students: a train word seen c times reads UNK with probability a/(a+c); 0: never
     embedding: str = "random"  # word students: "random", "word2vec"/"fasttext" (in-domain, gensim) or a .vec file
     freeze_embeddings: bool | None = None  # word students: keep the initial embeddings fixed; None: student_options
     embedding_text: str = ""  # extra text file (one text per line) for the in-domain embeddings
@@ -103,6 +97,25 @@ class AblationParams(DistillParams):
     max_ng: int = 5  # Tang et al.: longest n-gram kept
     pos_lexicon: str = "posp"  # POS tags guiding replacement: "posp" or "bapos"
     augment_seed: int = 0  # seeds the transfer set, shared by every training seed so it is labelled once
+
+
+@dataclass(frozen=True)
+class AblationParams(DistillParams):
+    """A student run of an ablation (notebooks 03-05): DistillParams plus the run's place in its grid."""
+
+    stage: str = "distill"  # recorded in metrics.json: the runner's stage of this run
+    variant: str = ""  # recorded in metrics.json; "": named after the loss
+
+
+def params_from_cell(cls, namespace: dict[str, Any]):
+    """A notebook's params dataclass from its `parameters` cell (pass `globals()`): every field, by name.
+
+    A field missing from the cell is an error, so the cell and the class cannot drift apart silently.
+    """
+    missing = [f.name for f in fields(cls) if f.name not in namespace]
+    if missing:
+        raise ConfigError(f"the parameters cell lacks {', '.join(missing)} of {cls.__name__}; add them to the cell.")
+    return cls(**{f.name: namespace[f.name] for f in fields(cls)})
 
 
 def params_from(cls, values: dict[str, Any]):
@@ -294,6 +307,7 @@ def run_distill(p: DistillParams) -> RunResult:
                                    fn_kwargs={"vocab": vocab, "spec": spec, "max_words": p.max_words}).to_list()
         options, embedding_info = _word_embeddings(p, spec, vocab, texts[:len(train_ds)], dd["test"], out)
         model = models.build_student(p.student, spec, vocab=vocab, **options)
+        model.set_word_dropout(word_dropout_probabilities(vocab, texts, p.word_dropout))
         collator = Collator(pad_id=vocab.pad_id)
         student_extra = transfer.extra  # the mask word is not in the vocabulary: the student reads UNK
     else:
@@ -310,7 +324,8 @@ def run_distill(p: DistillParams) -> RunResult:
     extra_feats = encode(augment.as_dataset(student_extra)) if student_extra else []
     if vocab is None:  # the pieces the student will ever train on: its embedding rows under pieces: train
         used = {i for f in [*feats["train"], *extra_feats] for i in f["input_ids"]}
-        model = models.build_student(p.student, spec, tokenizer=tokenizer, used_ids=used, **p.student_options)
+        model = models.build_student(p.student, spec, tokenizer=tokenizer, used_ids=used,
+                                     teacher_model_dir=teacher_dir / "model", **p.student_options)
     if p.loss != "ce":  # a no-KD run never touches the teacher's logits
         for f, logits in zip(feats["train"], teacher_train_logits(teacher_dir, spec, dd["train"], train_idx)):
             f["teacher_logits"] = logits
@@ -340,13 +355,37 @@ def run_distill(p: DistillParams) -> RunResult:
         "teacher_f1": teacher_metrics.get("f1"), "parameters": models.count_parameters(model),
         "train_examples": len(train_ds), "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]),
         "transfer_examples": len(transfer), "transfer": transfer.info,
-        "embedding": embedding_info, "lr": lr, "best_epoch": result.best_epoch,
+        "embedding": embedding_info, "test_unk_rate": _unk_rate(feats["test"], vocab), "lr": lr,
+        "best_epoch": result.best_epoch,
         "resumed_from_epoch": result.resumed_from_epoch,  # > 0: wall_seconds covers the last attempt only
         "train_seconds": result.train_seconds, "wall_seconds": time.perf_counter() - started, "threads": threads,
         "history": result.history, "params": asdict(p), "environment": rundir.environment(),
     }
     rundir.write_json(out / rundir.METRICS, metrics)
     return RunResult(metrics, result.history, out)
+
+
+def word_dropout_probabilities(vocab: data.Vocab, texts: list[list[str]], alpha: float) -> torch.Tensor | None:
+    """Per word id, the chance it reads UNK in a training step: alpha / (alpha + count) for a word seen `count`
+    times in the training text (Kiperwasser and Goldberg, 2016), so UNK learns from the rarest words; specials
+    never drop. None when alpha is 0."""
+    if not alpha:
+        return None
+    if alpha < 0:
+        raise ConfigError(f"word_dropout must be >= 0 (0: off), got {alpha}.")
+    counts = Counter(i for words in texts for i in vocab.encode(words))
+    count = torch.tensor([counts.get(i, 0) for i in range(len(vocab))], dtype=torch.float32)
+    probabilities = alpha / (alpha + count.clamp(min=1))
+    probabilities[[vocab.pad_id, vocab.unk_id, vocab.encode([data.SEP])[0]]] = 0.0
+    return probabilities
+
+
+def _unk_rate(features: list[dict], vocab: data.Vocab | None) -> float | None:
+    """The share of a word student's input words that read UNK (None for sub-word students)."""
+    if vocab is None:
+        return None
+    ids = [i for f in features for i in f["word_ids"]]
+    return sum(i == vocab.unk_id for i in ids) / max(1, len(ids))
 
 
 def _prediction_record(spec: data.DatasetSpec, gold: list, pred: list) -> dict:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib.data import DatasetSpec, Vocab, get_spec
+from kdlib.data import CASES, DatasetSpec, Vocab, get_spec
 from kdlib.errors import ConfigError, unknown_name
 
 BERT_INFO = "kdexam.json"  # next to a Hugging Face folder: which dataset head the wrapper carries
@@ -305,10 +305,47 @@ def _real_positions(lengths: Tensor, width: int) -> Tensor:
 
 
 class WordStudent(nn.Module):
-    """Saving and loading shared by the word-level students; `self.config` holds the constructor arguments."""
+    """What the word-level students share: the input layer, word dropout, saving and loading.
+
+    The input of a word is its embedding, followed, when `case_dim` > 0, by an embedding of its casing class
+    (`batch["case_ids"]`, kdlib.data.CASES): the vocabulary is lower-cased, so without it a tagger cannot see the
+    capital letter that marks a name. `self.config` holds the constructor arguments.
+    """
 
     name = ""
     config: dict[str, Any]
+
+    def _input_layer(self, vocab_size: int, emb_dim: int, pad_id: int, embeddings: Tensor | None, freeze: bool,
+                     case_dim: int) -> int:
+        """Build the word (and case) embeddings; returns the width of a word's input vector."""
+        if case_dim < 0:
+            raise ConfigError(f"case_dim must be 0 (no case feature) or a positive width, got {case_dim}.")
+        self.embedding = _word_embedding(vocab_size, emb_dim, pad_id, embeddings, freeze)
+        self.case_embedding = nn.Embedding(len(CASES), case_dim, padding_idx=0) if case_dim else None
+        self.unk_id = 1  # kdlib.data.Vocab's UNK
+        return emb_dim + case_dim
+
+    def set_word_dropout(self, probabilities: Tensor | None) -> None:
+        """While training, word id i reads UNK with probability `probabilities[i]` (None: never), so UNK's vector
+        is trained on rare words and unseen test words do not read an untrained vector. Not saved with the model."""
+        self.register_buffer("drop_probability", probabilities, persistent=False)
+
+    def embed(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """(B, T) word ids (and case ids) -> (B, T, E) inputs."""
+        word_ids = batch["word_ids"]
+        drop = getattr(self, "drop_probability", None)
+        if self.training and drop is not None:
+            word_ids = word_ids.masked_fill(torch.rand(word_ids.shape, device=word_ids.device) < drop[word_ids],
+                                            self.unk_id)
+        x = self.embedding(word_ids)
+        if self.case_embedding is not None:
+            x = torch.cat([x, self.case_embedding(batch["case_ids"])], dim=-1)
+        return x
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        """The batch keys the model reads (ONNX input order); tagging adds word_index."""
+        return ("word_ids", "lengths", *(("case_ids",) if self.case_embedding is not None else ()))
 
     def save_pretrained(self, out_dir: str | os.PathLike, vocab: Vocab | None = None) -> Path:
         """config.json (constructor arguments; the embeddings live in the weights) + model.safetensors."""
@@ -358,17 +395,17 @@ class BiLSTMStudent(WordStudent):
 
     def __init__(self, vocab_size: int, num_labels: int, shape: str, num_aspects: int = 1, emb_dim: int = 300,
                  hidden: int = 300, layers: int = 1, dropout: float = 0.2, pad_id: int = 0,
-                 embeddings: Tensor | None = None, freeze_embeddings: bool = False):
+                 embeddings: Tensor | None = None, freeze_embeddings: bool = False, case_dim: int = 0):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, shape=shape, num_aspects=num_aspects,
                            emb_dim=emb_dim, hidden=hidden, layers=layers, dropout=dropout, pad_id=pad_id,
-                           freeze_embeddings=freeze_embeddings)
+                           freeze_embeddings=freeze_embeddings, case_dim=case_dim)
         self.shape, self.num_labels, self.num_aspects = shape, num_labels, num_aspects
-        self.embedding = _word_embedding(vocab_size, emb_dim, pad_id, embeddings, freeze_embeddings)
+        width = self._input_layer(vocab_size, emb_dim, pad_id, embeddings, freeze_embeddings, case_dim)
         # layer l of each direction reads both directions of layer l-1, as in nn.LSTM(bidirectional=True)
-        self.forward_lstm = nn.ModuleList(nn.LSTM(emb_dim if i == 0 else 2 * hidden, hidden, batch_first=True)
+        self.forward_lstm = nn.ModuleList(nn.LSTM(width if i == 0 else 2 * hidden, hidden, batch_first=True)
                                           for i in range(layers))
-        self.backward_lstm = nn.ModuleList(nn.LSTM(emb_dim if i == 0 else 2 * hidden, hidden, batch_first=True)
+        self.backward_lstm = nn.ModuleList(nn.LSTM(width if i == 0 else 2 * hidden, hidden, batch_first=True)
                                            for i in range(layers))
         self.dropout = nn.Dropout(dropout)
         tagging = shape in ("tagging", "qa")
@@ -392,7 +429,7 @@ class BiLSTMStudent(WordStudent):
 
     def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
         word_ids, lengths = batch["word_ids"], batch["lengths"].clamp(min=1)
-        states = self.encode(self.embedding(word_ids), lengths)  # (B, T, 2H)
+        states = self.encode(self.embed(batch), lengths)  # (B, T, 2H)
         if self.shape in ("tagging", "qa"):
             return ModelOutput(gather_words(self.head(self.dropout(states)), batch["word_index"]))
         real = _real_positions(lengths, word_ids.shape[1]).unsqueeze(-1)
@@ -426,18 +463,19 @@ class CNNStudent(WordStudent):
 
     def __init__(self, vocab_size: int, num_labels: int, shape: str, num_aspects: int = 1, emb_dim: int = 300,
                  filters: int = 100, kernel_sizes: tuple[int, ...] = (3, 4, 5), dropout: float = 0.2,
-                 pad_id: int = 0, embeddings: Tensor | None = None, freeze_embeddings: bool = False):
+                 pad_id: int = 0, embeddings: Tensor | None = None, freeze_embeddings: bool = False,
+                 case_dim: int = 0):
         super().__init__()
         kernel_sizes = tuple(int(k) for k in kernel_sizes)  # JSON and YAML hand back lists
         if not kernel_sizes or min(kernel_sizes) < 1:
             raise ConfigError(f"kernel_sizes must be one or more positive widths, got {kernel_sizes}.")
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, shape=shape, num_aspects=num_aspects,
                            emb_dim=emb_dim, filters=filters, kernel_sizes=list(kernel_sizes), dropout=dropout,
-                           pad_id=pad_id, freeze_embeddings=freeze_embeddings)
+                           pad_id=pad_id, freeze_embeddings=freeze_embeddings, case_dim=case_dim)
         self.shape, self.num_labels, self.num_aspects = shape, num_labels, num_aspects
         self.kernel_sizes = kernel_sizes
-        self.embedding = _word_embedding(vocab_size, emb_dim, pad_id, embeddings, freeze_embeddings)
-        self.convs = nn.ModuleList(nn.Conv1d(emb_dim, filters, k) for k in kernel_sizes)
+        width = self._input_layer(vocab_size, emb_dim, pad_id, embeddings, freeze_embeddings, case_dim)
+        self.convs = nn.ModuleList(nn.Conv1d(width, filters, k) for k in kernel_sizes)
         self.dropout = nn.Dropout(dropout)
         tagging = shape in ("tagging", "qa")
         features = filters * len(kernel_sizes)
@@ -447,7 +485,7 @@ class CNNStudent(WordStudent):
         word_ids, lengths = batch["word_ids"], batch["lengths"].clamp(min=1)
         width = word_ids.shape[1]
         real = _real_positions(lengths, width)
-        x = (self.embedding(word_ids) * real.unsqueeze(-1)).transpose(1, 2)  # (B, E, T)
+        x = (self.embed(batch) * real.unsqueeze(-1)).transpose(1, 2)  # (B, E, T)
         if self.shape in ("tagging", "qa"):
             maps = [F.relu(conv(F.pad(x, ((k - 1) // 2, k // 2)))) for conv, k in zip(self.convs, self.kernel_sizes)]
             per_word = torch.cat(maps, dim=1).transpose(1, 2)  # (B, T, filters * n_kernels)
@@ -485,7 +523,7 @@ class StudentSpec:
         return self.default_lr
 
 
-_WORD_EMBEDDING_DEFAULTS = {"embeddings": None, "freeze_embeddings": False}
+_WORD_EMBEDDING_DEFAULTS = {"embeddings": None, "freeze_embeddings": False, "case_dim": 0}
 # AdamW rates: 1e-3 is the usual rate for small recurrent/convolutional text models. BERT students from random
 # weights need a from-scratch rate: at 1e-4, BERT-Tiny on 1,000 SmSA examples (6 epochs, 192 steps) stayed at the
 # majority class (macro-F1 19.6) and tagged all of NERGrit O; at 1e-3 it reached 45.7 and 25.8. Wider miniatures
@@ -498,7 +536,10 @@ STUDENTS: dict[str, StudentSpec] = {s.name: s for s in (
                                       **_WORD_EMBEDDING_DEFAULTS}),
     *(StudentSpec(size, "subword", lr, {"init": "random", "dropout": 0.1, "pieces": "train"}, pretrained_lr=1e-4)
       for size, lr in (("bert-tiny", 1e-3), ("bert-mini", 5e-4), ("bert-small", 3e-4))),
+    # The fine-tuned teacher cut to its first `layers` layers: starts trained, so it takes a fine-tuning rate.
+    StudentSpec("pruned", "subword", 1e-4, {"layers": 4, "pieces": "train"}),
 )}
+PRUNED = "pruned"
 
 
 def get_student(name: str) -> StudentSpec:
@@ -508,14 +549,42 @@ def get_student(name: str) -> StudentSpec:
     return spec
 
 
+def prune_layers(model: BertTaskModel, layers: int) -> BertTaskModel:
+    """A copy of a BERT model that keeps its embeddings, its first `layers` encoder layers and its task head."""
+    hf = copy.deepcopy(model.hf)
+    encoder = hf.base_model.encoder
+    if not 1 <= layers <= len(encoder.layer):
+        raise ConfigError(f"layers {layers} for the pruned student: the teacher has {len(encoder.layer)} layers, "
+                          f"keep 1 to {len(encoder.layer)}.")
+    encoder.layer = nn.ModuleList(list(encoder.layer)[:layers])
+    hf.config.num_hidden_layers = layers
+    if getattr(hf.config, "layer_types", None):  # some configs list a type per layer
+        hf.config.layer_types = hf.config.layer_types[:layers]
+    return BertTaskModel(hf, model.spec, model.vocab_map, pooling=model.pooling)
+
+
+def _keep_pieces(model: BertTaskModel, vocab_map: VocabMap, tokenizer) -> BertTaskModel:
+    """The model with embedding rows for the vocabulary map's pieces only (copied from its full embedding)."""
+    full = model.hf.get_input_embeddings()
+    rows = nn.Embedding(len(vocab_map.kept_ids), full.embedding_dim, padding_idx=vocab_map.row(tokenizer.pad_token_id))
+    rows.weight.data.copy_(full.weight.data[torch.tensor(vocab_map.kept_ids)])
+    rows.weight.requires_grad_(True)
+    model.hf.set_input_embeddings(rows)
+    model.hf.config.vocab_size, model.hf.config.pad_token_id = len(vocab_map.kept_ids), rows.padding_idx
+    return BertTaskModel(model.hf, model.spec, vocab_map, pooling=model.pooling)
+
+
 def build_student(name: str, spec: DatasetSpec, *, vocab: Vocab | None = None, tokenizer=None,
-                  used_ids: Iterable[int] | None = None, **overrides) -> nn.Module:
+                  used_ids: Iterable[int] | None = None, teacher_model_dir: str | os.PathLike | None = None,
+                  **overrides) -> nn.Module:
     """A fresh student for the dataset `spec`; `overrides` replace entries of its StudentSpec.defaults.
 
     Word students need `vocab`; an `embeddings` tensor (vocab size x dim) sets emb_dim unless it is given.
     BERT students need the teacher's `tokenizer`; `init` is "random" or a pretrained miniature of the same shape.
     Their `pieces` is "train" (default: an embedding row only for the pieces in `used_ids`, the training text's
     sub-word ids, plus special pieces; see VocabMap) or "full" (a row for every piece of the tokenizer).
+    `pruned` is the fine-tuned teacher in `teacher_model_dir` cut to its first `layers` layers (prune_layers),
+    with the same `pieces` choice.
     """
     student = get_student(name)
     unknown = sorted(set(overrides) - set(student.defaults))
@@ -539,6 +608,15 @@ def build_student(name: str, spec: DatasetSpec, *, vocab: Vocab | None = None, t
     if options["pieces"] == "train" and used_ids is None:
         raise ConfigError(f"student {name!r} with pieces: train needs used_ids=the training features' input ids.")
     vocab_map = VocabMap.from_ids(used_ids, tokenizer) if options["pieces"] == "train" else None
+    if name == PRUNED:
+        if teacher_model_dir is None:
+            raise ConfigError("student 'pruned' is cut from the fine-tuned teacher: build_student needs "
+                              "teacher_model_dir=the teacher run's model folder.")
+        teacher = load_model(teacher_model_dir)
+        if not isinstance(teacher, BertTaskModel) or teacher.vocab_map is not None:
+            raise ConfigError(f"{teacher_model_dir} is not a full-vocabulary BERT teacher; 'pruned' cuts a teacher.")
+        model = prune_layers(teacher, int(options["layers"]))
+        return model if vocab_map is None else _keep_pieces(model, vocab_map, tokenizer)
     config = bert_student_config(name, tokenizer, dropout=options["dropout"])
     if options["init"] == "random":
         if vocab_map is not None:
@@ -547,14 +625,7 @@ def build_student(name: str, spec: DatasetSpec, *, vocab: Vocab | None = None, t
     _check_pretrained_fits(str(options["init"]), config, name)
     model = BertTaskModel.from_encoder(options["init"], spec, hidden_dropout_prob=options["dropout"],
                                        attention_probs_dropout_prob=options["dropout"])
-    if vocab_map is None:
-        return model
-    full = model.hf.get_input_embeddings()
-    rows = nn.Embedding(len(vocab_map.kept_ids), full.embedding_dim, padding_idx=vocab_map.row(tokenizer.pad_token_id))
-    rows.weight.data.copy_(full.weight.data[torch.tensor(vocab_map.kept_ids)])
-    model.hf.set_input_embeddings(rows)
-    model.hf.config.vocab_size, model.hf.config.pad_token_id = len(vocab_map.kept_ids), rows.padding_idx
-    return BertTaskModel(model.hf, spec, vocab_map, pooling=model.pooling)
+    return model if vocab_map is None else _keep_pieces(model, vocab_map, tokenizer)
 
 
 def load_model(model_dir: str | os.PathLike) -> nn.Module:

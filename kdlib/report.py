@@ -129,6 +129,7 @@ def run_table(df: pd.DataFrame) -> pd.DataFrame:
     across resumes; wall: the last attempt, marked when the run resumed after an interrupt)."""
     cols = ["dataset", "model", "variant", "seed", "train_examples", "best_epoch"]
     # runs from before resumed_from_epoch was recorded: training time above wall time means earlier attempts
+    df = df.assign(**{c: pd.to_numeric(df[c]) for c in ("train_seconds", "wall_seconds", "resumed_from_epoch")})
     resumed = (df["resumed_from_epoch"].fillna(0) > 0) | (df["train_seconds"] > df["wall_seconds"])
     out = df[cols].assign(**{"test F1": (100 * df["f1"]).round(2), "train s": df["train_seconds"].round(0),
                              "wall s": df["wall_seconds"].round(0).astype("Int64").astype(str)

@@ -91,13 +91,16 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
         for dataset, teacher_dir in teacher_dirs.items():
             if student not in study.students_for(dataset):
                 continue
-            for seed in study.seeds:
+            for seed in study.seeds_for(student):
                 dirs = {v: study_dir / "distill" / dataset / f"{student}-{variant_name(v)}-s{seed}"
                         for v in study.variants}
                 baseline = next((d for v, d in dirs.items() if v.loss == "ce"), None)
+                settings = study.distill_for(dataset, student)
+                _check_transfer(settings, dataset, f"{study.path}: {dataset} x {student}")
                 for v, out in sorted(dirs.items(), key=lambda kv: kv[0].loss != "ce"):  # baselines first
                     runs.append(Run("distill", dataset, out.name, notebooks_dir / NOTEBOOKS["distill"], out, {
-                        **recipe_defaults(DistillParams), **study.distill_for(dataset, student),
+                        **recipe_defaults(DistillParams), "embedding_dir": str(Path(models_dir) / "embeddings"),
+                        **settings, **(NO_TEACHER_DATA if v.loss == "ce" else {}),
                         "dataset": dataset, "student": student,
                         "teacher_dir": str(teacher_dir), "out_dir": str(out), "data_dir": data, "loss": v.loss,
                         "alpha": float(v.alpha), "temperature": float(v.temperature), "seed": seed,
@@ -129,6 +132,21 @@ def missing_teachers(study: Study, root: Path) -> str:
     return (f"{study.path}: teachers_from {study.teachers_from!r}: no finished teacher for {', '.join(missing)} in "
             f"{study.teachers_dir(root) / 'teacher'}. Run that study first (with these datasets in it), or drop "
             "teachers_from to train teachers in this study.")
+
+
+# A no-KD baseline learns from the labelled train split only: a transfer set's extra examples carry no labels but
+# the teacher's. It keeps the recipe's embeddings and word dropout, so KD and no-KD differ only by the teacher.
+NO_TEACHER_DATA = {"transfer": "train", "transfer_size": 1.0}
+
+
+def _check_transfer(settings: dict[str, Any], dataset: str, where: str) -> None:
+    transfer, size = settings.get("transfer", "train"), settings.get("transfer_size", 1.0)
+    if transfer == "train" and size != 1:
+        raise ConfigError(f"{where}: transfer_size {size!r} with transfer: train; the train split is itself (1), "
+                          "name a transfer set (tang, indonlu, ...) to grow it.")
+    if dataset == "facqa" and transfer not in ("train", "tang"):
+        raise ConfigError(f"{where}: FacQA needs a question per passage; an unlabelled pool ({transfer}) has none. "
+                          "Use transfer: tang for facqa (per_dataset.facqa.distill).")
 
 
 def _teacher_logit_sets(runs: list[Run], study: Study) -> list[Run]:

@@ -26,7 +26,7 @@ from kdlib.data import IGNORE_INDEX, DatasetSpec
 
 log = logging.getLogger(__name__)
 
-TENSOR_KEYS_PAD = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "word_ids": None}
+TENSOR_KEYS_PAD = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "word_ids": None, "case_ids": 0}
 
 
 def set_seed(seed: int) -> None:

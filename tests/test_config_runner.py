@@ -43,6 +43,63 @@ def test_good_file_loads(tmp_path):
     assert study.distill_for("nergrit") == {"epochs": 5}
 
 
+def test_recipe_keys_are_distill_settings(tmp_path, tiny_data_dir):
+    text = GOOD.replace("  epochs: 2\n", "  epochs: 2\n  transfer: tang\n  transfer_size: 5\n  embedding: word2vec\n"
+                        "  word_dropout: 0.25\n").replace("distill: {epochs: 5}", "distill: {epochs: 5, transfer_size: 10}")
+    text += f"output_dir: {tmp_path / 'out'}\n"
+    study = config.load_params(write(tmp_path, text))
+    assert study.distill_for("smsa") == {"epochs": 2, "transfer": "tang", "transfer_size": 5, "embedding": "word2vec",
+                                         "word_dropout": 0.25}
+    assert study.distill_for("nergrit")["transfer_size"] == 10
+    runs = {r.name: r.parameters for r in runner.plan(study, data_dir=str(tiny_data_dir)) if r.stage == "distill"}
+    kd, no_kd = runs["distill/nergrit/bilstm-mse-s0"], runs["distill/nergrit/bilstm-no-kd-s0"]
+    assert (kd["transfer"], kd["transfer_size"], kd["embedding"], kd["word_dropout"]) == ("tang", 10, "word2vec", 0.25)
+    # the baseline: same embeddings and word dropout, the labelled train split only
+    assert (no_kd["transfer"], no_kd["transfer_size"], no_kd["embedding"], no_kd["word_dropout"]) == (
+        "train", 1.0, "word2vec", 0.25)
+    assert kd["embedding_dir"] == no_kd["embedding_dir"] == str(tmp_path / "out" / "models" / "embeddings")
+    runner.check_parameters(list(runner.plan(study, data_dir=str(tiny_data_dir))))  # every key is a notebook parameter
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("  epochs: 2\n", "  epochs: 2\n  transfer: tnag\n"), r"distill.transfer: 'tnag' is not a file"),
+    (("  epochs: 2\n", "  epochs: 2\n  tranfser: tang\n"), r"distill: unknown key 'tranfser'"),
+    (("  epochs: 2\n", "  epochs: 2\n  embedding: glove\n"), r"distill.embedding: 'glove' is not a file"),
+    (("  epochs: 2\n", "  epochs: 2\n  transfer_size: 0.5\n"), r"transfer_size: 0.5; a transfer set is >= 1"),
+    (("  epochs: 2\n", "  epochs: 2\n  word_dropout: -1\n"), r"word_dropout: -1; use 0 \(off\)"),
+    (("distill: {epochs: 5}", "distill: {epochs: 5, transfer: tang}"), None),
+])
+def test_recipe_keys_are_checked(edit, message, tmp_path, tiny_data_dir):
+    path = write(tmp_path, GOOD.replace(*edit))
+    if message is None:
+        assert config.load_params(path).distill_for("nergrit")["transfer"] == "tang"
+        return
+    with pytest.raises(ConfigError, match=message):
+        config.load_params(path)
+
+
+def test_word_settings_of_the_shared_recipe_reach_word_students_only_and_seeds_per_student(tmp_path, tiny_data_dir):
+    text = GOOD.replace("  epochs: 2\n", "  epochs: 2\n  embedding: word2vec\n  word_dropout: 0.25\n").replace(
+        "bert-tiny: {epochs: 7}", "bert-tiny: {epochs: 7, seeds: [0]}")
+    study = config.load_params(write(tmp_path, text))
+    assert study.distill_for("smsa", "bilstm")["embedding"] == "word2vec"
+    assert "embedding" not in study.distill_for("smsa", "bert-tiny")  # a BERT student reads sub-words
+    runs = [r for r in runner.plan(study, data_dir=str(tiny_data_dir)) if r.stage == "distill"]
+    assert {r.parameters["seed"] for r in runs if r.parameters["student"] == "bert-tiny"} == {0}
+    assert {r.parameters["seed"] for r in runs if r.parameters["student"] == "bilstm"} == {0, 1}
+    with pytest.raises(ConfigError, match=r"per_student.bert-tiny.seeds: a non-empty list of distinct integers"):
+        config.load_params(write(tmp_path, text.replace("seeds: [0]}", "seeds: [0, 0]}")))
+    with pytest.raises(ConfigError, match=r"per_dataset.nergrit.per_student.bilstm: unknown key 'seeds'"):
+        config.load_params(write(tmp_path, text.replace("distill: {epochs: 5}",
+                                                        "distill: {epochs: 5}, per_student: {bilstm: {seeds: [0]}}")))
+
+
+def test_transfer_size_needs_a_transfer_set(tmp_path, tiny_data_dir):
+    study = config.load_params(write(tmp_path, GOOD.replace("  epochs: 2\n", "  epochs: 2\n  transfer_size: 5\n")))
+    with pytest.raises(ConfigError, match="transfer_size 5 with transfer: train"):
+        runner.plan(study, data_dir=str(tiny_data_dir))
+
+
 @pytest.mark.parametrize("edit, message", [
     (("seeds: [0, 1]", "seeds: [0, 1]\nlearning_rate: 3"), "unknown key(s) learning_rate"),
     (("[smsa, NERGrit]", "[smsa, nergirt]"), "unknown dataset 'nergirt'. Did you mean 'nergrit'"),

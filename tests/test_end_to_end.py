@@ -57,6 +57,33 @@ def test_students_distil_from_cache_without_running_the_teacher(key, student, te
     assert len(m["history"]) >= 1
 
 
+@pytest.mark.parametrize("key, student", [("nergrit", "bilstm"), ("casa", "cnn")])
+def test_the_recipe_runs_in_the_main_stage(key, student, teachers, workdir, _tiny_master):
+    """In-domain word2vec, a Tang et al. transfer set, word dropout, a case feature and an alpha-mixed KL at once."""
+    p = exam.DistillParams(dataset=key, student=student, teacher_dir=str(teachers[key].out_dir),
+                           out_dir=str(workdir / "recipe" / key / student), data_dir=str(_tiny_master), epochs=1,
+                           loss="kl", temperature=2.0, alpha=0.5, embedding="word2vec", transfer="tang",
+                           transfer_size=2.0, word_dropout=0.25, embedding_dir=str(workdir / "embeddings"),
+                           student_options={"emb_dim": 16, "case_dim": 4})
+    m = exam.run_distill(p).metrics
+    assert m["variant"] == "kl-T2-a0.5" and m["transfer"]["kind"] == "tang"
+    assert m["transfer_examples"] > m["train_examples"]
+    assert m["embedding"]["source"] == "word2vec" and 0.0 <= m["test_unk_rate"] < 1.0
+    saved = json.loads((workdir / "recipe" / key / student / "model" / "config.json").read_text())
+    assert saved["case_dim"] == 4 and saved["emb_dim"] == 16
+
+
+def test_pruned_student_distils_from_the_teacher_it_was_cut_from(teachers, workdir, _tiny_master):
+    p = exam.DistillParams(dataset="smsa", student="pruned", teacher_dir=str(teachers["smsa"].out_dir),
+                           out_dir=str(workdir / "distill" / "smsa" / "pruned"), data_dir=str(_tiny_master),
+                           epochs=1, student_options={"layers": 1})
+    m = exam.run_distill(p).metrics
+    assert m["model"] == "pruned" and m["kd"]
+    student = models.load_model(workdir / "distill" / "smsa" / "pruned" / "model")
+    assert student.hf.config.num_hidden_layers == 1 and student.vocab_map is not None
+    assert m["parameters"] < teachers["smsa"].metrics["parameters"]
+
+
 def test_cache_miss_recomputes_the_teacher_logits(teachers, workdir, _tiny_master):
     teacher = teachers["smsa"].out_dir
     for f in (teacher / "logits").glob("train-*.npz"):

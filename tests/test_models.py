@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,17 +20,26 @@ class Tiny:
     sets: dict  # shape -> datasets.Dataset of 4 train examples
     tokenizer: object
     vocab: data.Vocab
+    root: Path  # a module-wide scratch folder
 
     def spec(self, shape: str) -> data.DatasetSpec:
         return data.get_spec(DATASET_OF_SHAPE[shape])
 
+    def teacher_dir(self, shape: str) -> Path:
+        """A saved 2-layer random 'teacher' with this shape's head (built once), to cut pruned students from."""
+        folder = self.root / f"teacher-{shape}"
+        if not folder.exists():
+            encoder = models.save_random_bert(self.root / "encoder", self.tokenizer)
+            models.BertTaskModel.from_encoder(encoder, self.spec(shape)).save_pretrained(folder)
+        return folder
+
 
 @pytest.fixture(scope="module")
-def tiny(_tiny_master) -> Tiny:
+def tiny(_tiny_master, tmp_path_factory) -> Tiny:
     sets = {shape: data.load_split(key, "train", _tiny_master, limit=4) for shape, key in DATASET_OF_SHAPE.items()}
     words = [data.example_words(ex, data.get_spec(DATASET_OF_SHAPE[s])) for s, ds in sets.items() for ex in ds]
     tokenizer = data.train_wordpiece((" ".join(w) for w in words), vocab_size=300)
-    return Tiny(sets, tokenizer, data.Vocab.build(words))
+    return Tiny(sets, tokenizer, data.Vocab.build(words), tmp_path_factory.mktemp("tiny-models"))
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +82,9 @@ def batch_for(student: str, tiny: Tiny, shape: str, rows: list[int] | None = Non
 def build(student: str, tiny: Tiny, shape: str, **overrides) -> nn.Module:
     """A student; BERT students keep every piece of the tiny tokenizer unless `used_ids` says otherwise."""
     overrides.setdefault("used_ids", range(len(tiny.tokenizer)))
+    if student == "pruned":
+        overrides.setdefault("layers", 1)
+        overrides.setdefault("teacher_model_dir", tiny.teacher_dir(shape))
     return models.build_student(student, tiny.spec(shape), vocab=tiny.vocab, tokenizer=tiny.tokenizer, **overrides)
 
 
@@ -313,7 +326,7 @@ def test_unknown_student_name_suggests_the_closest():
     with pytest.raises(ConfigError, match="unknown student 'bilstn'. Did you mean 'bilstm'"):
         models.get_student("bilstn")
     assert {s.kind for s in models.STUDENTS.values()} == {"word", "subword"}
-    assert set(models.STUDENTS) == {"bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small"}
+    assert set(models.STUDENTS) == {"bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small", "pruned"}
 
 
 def test_build_student_names_bad_options_and_missing_inputs(tiny):
@@ -431,3 +444,96 @@ def test_bilstm_states_are_those_of_a_packed_bidirectional_lstm_and_its_weights_
         got = model.encode(x, lengths)
     real = torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)
     assert torch.allclose(got[real], want[real], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pruned student, the case feature and word dropout
+
+@pytest.mark.parametrize("shape", ["single", "aspect", "tagging"])
+def test_pruned_student_is_the_teacher_cut_to_its_first_layers(shape, tiny):
+    teacher = models.load_model(tiny.teacher_dir(shape)).eval()
+    batch = bert_batch(tiny, shape)
+    whole = build("pruned", tiny, shape, layers=2, pieces="full").eval()
+    with torch.no_grad():
+        assert torch.allclose(whole(batch).logits, teacher(batch).logits, atol=1e-6)  # all layers: the teacher
+    cut = build("pruned", tiny, shape, layers=1, pieces="full").eval()
+    assert cut.hf.config.num_hidden_layers == 1 and len(cut.hf.base_model.encoder.layer) == 1
+    first = dict(teacher.hf.base_model.encoder.layer[0].named_parameters())
+    assert all(torch.equal(p, first[n]) for n, p in cut.hf.base_model.encoder.layer[0].named_parameters())
+    assert torch.equal(cut.hf.classifier.weight, teacher.hf.classifier.weight)  # the fine-tuned head is kept
+    assert cut.pooling == teacher.pooling
+
+
+def test_pruned_student_keeps_only_the_pieces_the_data_uses(tiny, tmp_path):
+    batch = bert_batch(tiny, "single")
+    used = sorted(set(batch["input_ids"].flatten().tolist()))
+    full = build("pruned", tiny, "single", pieces="full").eval()
+    kept = build("pruned", tiny, "single", used_ids=used).eval()
+    specials = set(tiny.tokenizer.all_special_ids)
+    assert kept.vocab_map.kept_ids == sorted(set(used) | specials)
+    assert kept.word_embeddings().num_embeddings == len(kept.vocab_map.kept_ids) < len(tiny.tokenizer)
+    with torch.no_grad():
+        assert torch.allclose(kept(batch).logits, full(batch).logits, atol=1e-6)  # same rows for the same pieces
+        reloaded = models.load_model(kept.save_pretrained(tmp_path / "pruned")).eval()
+        assert torch.allclose(reloaded(batch).logits, kept(batch).logits, atol=1e-6)
+    assert reloaded.hf.config.num_hidden_layers == 1
+
+
+def test_pruned_student_errors(tiny):
+    with pytest.raises(ConfigError, match="layers 3 for the pruned student: the teacher has 2 layers"):
+        build("pruned", tiny, "single", layers=3)
+    with pytest.raises(ConfigError, match="needs teacher_model_dir"):
+        models.build_student("pruned", tiny.spec("single"), tokenizer=tiny.tokenizer, used_ids=[1, 2])
+
+
+@pytest.mark.parametrize("word, case", [("makan", "lower"), ("Jakarta", "title"), ("BCA", "upper"), ("A", "title"),
+                                        ("iPhone", "mixed"), ("2019", "number"), ("12,5", "number"), (",", "other"),
+                                        ("COVID-19", "upper"), (data.SEP, "other")])
+def test_case_classes(word, case):
+    assert data.CASES[data.case_class(word)] == case
+
+
+@pytest.mark.parametrize("student", ["bilstm", "cnn"])
+def test_case_feature_lets_a_tagger_see_capitals(student, tiny, tmp_path):
+    spec = tiny.spec("tagging")
+    words = [["budi", "pergi", "ke", "jakarta"], ["Budi", "pergi", "ke", "Jakarta"]]
+    vocab = data.Vocab.build(words)
+    ds = [{"tokens": w, "tags": [0] * 4} for w in words]
+    enc = data.encode_for_words({"tokens": [d["tokens"] for d in ds], "tags": [d["tags"] for d in ds]}, vocab, spec)
+    assert enc["word_ids"][0] == enc["word_ids"][1] and enc["case_ids"][0] != enc["case_ids"][1]
+    batch = {"word_ids": torch.tensor(enc["word_ids"]), "case_ids": torch.tensor(enc["case_ids"]),
+             "lengths": torch.tensor([4, 4]), "word_index": torch.tensor(enc["word_index"])}
+    torch.manual_seed(0)
+    plain = models.build_student(student, spec, vocab=vocab, emb_dim=8).eval()
+    cased = models.build_student(student, spec, vocab=vocab, emb_dim=8, case_dim=4).eval()
+    assert plain.input_keys == ("word_ids", "lengths") and cased.input_keys == ("word_ids", "lengths", "case_ids")
+    with torch.no_grad():
+        assert torch.equal(plain(batch).logits[0], plain(batch).logits[1])  # lower-cased: the same words
+        assert not torch.allclose(cased(batch).logits[0], cased(batch).logits[1])
+        reloaded = models.load_model(cased.save_pretrained(tmp_path / student)).eval()
+        assert torch.equal(reloaded(batch).logits, cased(batch).logits)
+    with pytest.raises(ConfigError, match="case_dim must be 0"):
+        models.build_student(student, spec, vocab=vocab, case_dim=-1)
+
+
+def test_word_dropout_trains_unk_on_rare_words_only_while_training(tiny):
+    from kdlib import exam
+
+    texts = [["a", "a", "a", "b"], ["a", "a", "a", "a", "c"]]
+    vocab = data.Vocab.build(texts)
+    probabilities = exam.word_dropout_probabilities(vocab, texts, 0.25)
+    ids = {w: vocab.encode([w])[0] for w in ("a", "b", "c")}
+    assert probabilities[ids["a"]].item() == pytest.approx(0.25 / 7.25)  # seen 7 times
+    assert probabilities[ids["b"]].item() == pytest.approx(0.25 / 1.25)  # seen once: 20%
+    assert probabilities[[vocab.pad_id, vocab.unk_id]].tolist() == [0.0, 0.0]
+    assert exam.word_dropout_probabilities(vocab, texts, 0.0) is None
+    model = models.build_student("cnn", tiny.spec("single"), vocab=vocab, emb_dim=4)
+    model.set_word_dropout(torch.where(torch.arange(len(vocab)) == ids["b"], 1.0, 0.0))  # b always drops
+    batch = {"word_ids": torch.tensor([[ids["a"], ids["b"], ids["c"]]]), "lengths": torch.tensor([3])}
+    unk = model.embedding.weight[vocab.unk_id]
+    model.train()
+    x = model.embed(batch)[0]
+    assert torch.equal(x[1], unk) and torch.equal(x[0], model.embedding.weight[ids["a"]])
+    model.eval()
+    assert torch.equal(model.embed(batch)[0][1], model.embedding.weight[ids["b"]])  # never at inference
+    assert "drop_probability" not in model.state_dict()  # not saved with the model

@@ -1,0 +1,210 @@
+"""A study's published results: the small folder under `reports/<study>/` that is committed, unlike `outputs/`.
+
+`kdexam report --study outputs/S --publish reports/S` writes:
+
+- `runs.csv`: one row per finished run (kdlib.report.collect's columns; run_dir relative to the study folder);
+- `tables/`: test F1 per dataset and model, KD against no KD per student with a paired bootstrap 95% CI, each
+  student's gap to its teacher, and each teacher against its dataset's no-KD BiLSTM (a teacher that does not beat
+  it cannot teach it);
+- `figures/`: the same as plots;
+- `README.md`: the tables in Markdown, with where and how they were made;
+- the analysis notebook's `07_analysis.ipynb` and `report.html` when the study has them (profile/analysis stages).
+
+The folder must stay small (MAX_MB): it holds tables and figures, never models or logits.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from kdlib import report, rundir, stats
+from kdlib.errors import KdExamError
+
+MAX_MB = 20
+NO_KD = "no-kd"
+
+
+def distill_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["stage"] == "distill"]
+
+
+def kd_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and student that has both: its KD variant minus its no-KD run, paired over the same seeds and
+    test examples (95% CI). With several KD variants, each gets its row."""
+    runs = distill_runs(frame)
+    rows = []
+    for (dataset, model), group in runs.groupby(["dataset", "model"], sort=True):
+        if NO_KD not in set(group["variant"]):
+            continue
+        for variant in sorted(set(group["variant"]) - {NO_KD}):
+            rows.append({"dataset": dataset, "model": model, **stats.contrast(
+                group, variant, NO_KD).drop(columns=["dataset", "model"]).iloc[0].to_dict()})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = table.rename(columns={"A": "KD", "A F1": "KD F1", "B": "no KD", "B F1": "no-KD F1",
+                                  "real?": "CI excludes 0"})
+    return _in_model_order(table)
+
+
+def teacher_check(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each teacher's test F1 beside its dataset's no-KD BiLSTM (mean over seeds): a student can only gain from a
+    teacher clearly better than itself, so `beats BiLSTM` = no is a problem to report, not to use silently."""
+    teachers = frame[frame["stage"] == "teacher"].set_index("dataset")["f1"]
+    runs = distill_runs(frame)
+    bilstm = runs[(runs["model"] == "bilstm") & (runs["variant"] == NO_KD)].groupby("dataset")["f1"].mean()
+    rows = [{"dataset": d, "teacher F1": 100 * f1, "no-KD BiLSTM F1": 100 * bilstm[d] if d in bilstm else None,
+             "beats BiLSTM": ("yes" if f1 > bilstm[d] else "NO") if d in bilstm else "unknown (no no-KD BiLSTM run)"}
+            for d, f1 in teachers.items()]
+    return pd.DataFrame(rows).round(2)
+
+
+def teacher_problems(frame: pd.DataFrame) -> list[str]:
+    """One line per teacher that does not beat its dataset's no-KD BiLSTM."""
+    check = teacher_check(frame)
+    return [f"the {r['dataset']} teacher ({r['teacher F1']:.2f} test F1) does not beat the BiLSTM trained without it "
+            f"({r['no-KD BiLSTM F1']:.2f}): its students cannot learn more from it than from the labels; train a "
+            "stronger teacher (teacher: epochs, lr, pooling) before reading its KD results"
+            for _, r in check.iterrows() if r["beats BiLSTM"] == "NO"]
+
+
+def gap_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each student's mean test F1 minus its teacher's, per dataset and variant, and the mean over datasets."""
+    teachers = frame[frame["stage"] == "teacher"].set_index("dataset")["f1"]
+    runs = distill_runs(frame)
+    runs = runs[runs["dataset"].isin(teachers.index)]
+    if runs.empty:
+        return pd.DataFrame()
+    means = runs.groupby(["model", "variant", "dataset"])["f1"].mean()
+    gaps = (100 * (means - teachers.reindex(means.index.get_level_values("dataset")).to_numpy())).unstack("dataset")
+    gaps["mean gap"] = gaps.mean(axis=1)
+    gaps = gaps.reset_index()
+    return _in_model_order(gaps).round(2)
+
+
+def _in_model_order(table: pd.DataFrame) -> pd.DataFrame:
+    order = {m: i for i, m in enumerate(report._model_order(table["model"].unique()))}
+    keys = [c for c in ("dataset", "model", "variant", "KD") if c in table.columns]
+    return table.sort_values(keys, key=lambda c: c.map(order) if c.name == "model" else c).reset_index(drop=True)
+
+
+def relative_runs(frame: pd.DataFrame, study_dir: Path) -> pd.DataFrame:
+    """runs.csv: run folders relative to the study, so the file reads the same on any machine."""
+    root = study_dir.resolve()
+    return frame.assign(run_dir=[os.path.relpath(Path(d).resolve(), root) for d in frame["run_dir"]])
+
+
+def plot_scores(frame: pd.DataFrame):
+    """Test F1 per dataset: the teacher as a line, each student's KD and no-KD runs as bars (± sd over seeds)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    runs = distill_runs(frame).assign(F1=lambda d: 100 * d["f1"],
+                                      training=lambda d: d["variant"].where(d["variant"] == NO_KD, "KD " + d["variant"]))
+    datasets = sorted(runs["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    teachers = frame[frame["stage"] == "teacher"].set_index("dataset")["f1"]
+    order = report._model_order(runs["model"].unique())
+    for ax, dataset in zip(axes[0], datasets):
+        sns.barplot(data=runs[runs["dataset"] == dataset], x="model", y="F1", hue="training", order=order,
+                    errorbar="sd", ax=ax)
+        if dataset in teachers:
+            ax.axhline(100 * teachers[dataset], color="black", linestyle="--", label="teacher")
+        ax.set(title=dataset, xlabel="", ylabel="test F1 (%)")
+        ax.tick_params(axis="x", rotation=30)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_kd_margins(kd: pd.DataFrame):
+    """KD minus no KD per dataset and student, with its paired bootstrap 95% CI."""
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['dataset']} · {r['model']}" for _, r in kd.iterrows()]
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 + 0.35 * len(kd)))
+    y = range(len(kd))
+    ax.errorbar(kd["margin"], y, xerr=[kd["margin"] - kd["ci_low"], kd["ci_high"] - kd["margin"]], fmt="o",
+                capsize=3)
+    ax.axvline(0, color="grey", linewidth=1)
+    ax.set_yticks(list(y), labels)
+    ax.invert_yaxis()
+    ax.set(xlabel="KD − no KD, test F1 points (95% CI)", title="what distillation buys")
+    fig.tight_layout()
+    return fig
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    return table.to_markdown(index=False, floatfmt=".2f") if not table.empty else "(no runs yet)"
+
+
+def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command: str = "") -> Path:
+    """Write the published folder of a study (see the module docstring); returns it."""
+    import matplotlib.pyplot as plt
+
+    study_dir, out_dir = Path(study_dir), Path(out_dir)
+    frame = report.collect(study_dir)
+    if frame.empty:
+        raise KdExamError(f"no finished run under {study_dir}: nothing to publish.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("tables", "figures"):  # a republished folder holds this study's current results only
+        shutil.rmtree(out_dir / stale, ignore_errors=True)
+    relative_runs(frame, study_dir).to_csv(out_dir / "runs.csv", index=False)
+    quality = frame[frame["stage"].isin(report.QUALITY_STAGES)]
+    tables = {"f1": report.summary(quality).reset_index(), "kd_vs_no_kd": kd_table(frame),
+              "gap_to_teacher": gap_table(frame), "teacher_check": teacher_check(frame),
+              "runs": report.run_table(quality) if not quality.empty else pd.DataFrame()}
+    for name, table in tables.items():
+        path = out_dir / "tables" / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+    if not distill_runs(frame).empty:
+        report.save_figure(plot_scores(frame), out_dir, "f1")
+        plt.close("all")
+    if not tables["kd_vs_no_kd"].empty:
+        report.save_figure(plot_kd_margins(tables["kd_vs_no_kd"]), out_dir, "kd_margins")
+        plt.close("all")
+    _copy_analysis(study_dir, out_dir)
+    (out_dir / "README.md").write_text(_readme(study_dir, frame, tables, command), encoding="utf-8")
+    size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
+    if size > MAX_MB:
+        raise KdExamError(f"{out_dir} holds {size:.1f} MiB, over the {MAX_MB} MiB a published study may take; "
+                          "remove what is not tables, figures or the report.")
+    return out_dir
+
+
+def _copy_analysis(study_dir: Path, out_dir: Path) -> None:
+    analysis = study_dir / "analysis" / "all" / "analysis"
+    if not rundir.is_done(analysis):
+        return
+    for name in ("07_analysis.ipynb", "report.html"):
+        if (analysis / name).is_file():
+            shutil.copy2(analysis / name, out_dir / name)
+    if (analysis / "figures").is_dir():
+        shutil.copytree(analysis / "figures", out_dir / "figures" / "analysis", dirs_exist_ok=True)
+
+
+def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], command: str) -> str:
+    envs = [rundir.read_json(Path(d) / rundir.METRICS).get("environment") or {} for d in frame["run_dir"][:1]]
+    env = envs[0] if envs else {}
+    problems = teacher_problems(frame)
+    capped = report.capped_note(frame[frame["stage"].isin(report.QUALITY_STAGES)])
+    parts = [
+        f"# Study `{study_dir.name}`: published results",
+        f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command or 'kdexam report --publish'}` from "
+        f"{len(frame)} finished runs. Machine of the first run: {env.get('cpu', '?')}, {env.get('cores', '?')} cores, "
+        f"torch {env.get('torch', '?')}. Test F1 (%) with IndoNLU's metric; `runs.csv` has every run.",
+        *(["**Problems:** " + "; ".join(problems) + "."] if problems else []),
+        *([capped] if capped else []),
+        "## Test F1 per dataset (mean ± sd over seeds)", _markdown(tables["f1"]),
+        "## KD against no KD (the same student, embeddings and seeds; paired bootstrap 95% CI over seeds and test "
+        "examples)", _markdown(tables["kd_vs_no_kd"]),
+        "## Gap to the teacher (student mean − teacher, F1 points)", _markdown(tables["gap_to_teacher"]),
+        "## Teachers against the no-KD BiLSTM", _markdown(tables["teacher_check"]),
+        "## Every run", _markdown(tables["runs"]),
+    ]
+    return "\n\n".join(parts) + "\n"
