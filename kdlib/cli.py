@@ -117,7 +117,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = run_study(args.params, force=args.force, dry_run=args.dry_run, kernel=args.kernel,
                             data_dir=args.data_dir, jobs=args.jobs, scheduler=args.scheduler,
-                            rerun_changed=args.rerun_changed, stages=args.stage, datasets=args.dataset)
+                            rerun_changed=args.rerun_changed, stages=args.stage, datasets=args.dataset,
+                            threads=args.threads)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if summary.interrupted:
@@ -150,6 +151,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="runs at once on this machine, each in its own process with cores/N torch threads "
                         "(unless the study sets threads:) (default: %(default)s)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads per run, overriding the study's threads: (default: cores/N of --jobs); "
+                        "how runs execute, not what they compute: finished runs stay valid")
     p.add_argument("--executor", choices=("local", "dask"), default="local",
                    help="local: a Dask LocalCluster of N worker processes; dask: an existing Dask cluster "
                         "(default: %(default)s)")

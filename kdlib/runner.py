@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +152,6 @@ def _check_transfer(settings: dict[str, Any], dataset: str, where: str) -> None:
 def _teacher_logit_sets(runs: list[Run], study: Study) -> list[Run]:
     """Each teacher caches train logits on the largest capped train set its KD students read (data.subset_indices
     nests them), not on the whole split, unless the study sets teacher logit_train_examples itself."""
-    from dataclasses import replace
-
     wanted: dict[str, list[int | None]] = {}
     for r in runs:
         if r.stage != "teacher" and r.parameters.get("loss", "ce") != "ce":
@@ -190,8 +188,6 @@ def ablation_variant_name(kind: str, v: AblationVariant, *, bert: bool = False) 
 def plan_ablations(study: Study, study_dir: Path, teacher_dirs: dict[str, Path], data: str, models_dir: str,
                    notebooks_dir: Path) -> list[Run]:
     """The runs of the study's ablation section, after its other runs; none without an ablation: section."""
-    from dataclasses import replace
-
     from kdlib.exam import AblationParams
     from kdlib.models import get_student
 
@@ -505,13 +501,17 @@ def _outcome(future, run: Run) -> parallel.Outcome:
 def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: str = "python3",
               data_dir: str | None = None, root: Path = REPO_ROOT, jobs: int = 1, scheduler: str | None = None,
               rerun_changed: bool = False, stages: Sequence[str] | None = None,
-              datasets: Sequence[str] | None = None, echo=print) -> Summary:
+              datasets: Sequence[str] | None = None, threads: int | None = None, echo=print) -> Summary:
     """Run (or with dry_run list) a study's runs; `stages` keeps only the runs of those stages (teacher, distill,
     ablation-*, profile, analysis) and `datasets` those of these datasets: a run whose needs are outside them and
     not done is blocked, not run."""
     from kdlib.config import load_params
 
     study = load_params(path)
+    if threads is not None:
+        if threads < 0:
+            raise ConfigError(f"--threads {threads}: a number of torch threads per run, >= 1 (0: the cores / --jobs).")
+        study = replace(study, threads=threads)
     runs = plan(study, root=root, data_dir=data_dir)
     if stages:
         unknown = sorted(set(stages) - set(NOTEBOOKS))
