@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from kdlib import textio
 from kdlib.errors import ConfigError, unknown_name
 from kdlib.exam import DistillParams, TeacherParams
 
@@ -191,7 +192,7 @@ def load_params(path: str | os.PathLike) -> Study:
     if not path.is_file():
         raise ConfigError(f"params file {path} not found; see params/ for examples.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(textio.read_text(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
