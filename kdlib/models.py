@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib import rundir
+from kdlib import limits, rundir
 from kdlib.data import DatasetSpec, Vocab, get_spec
 from kdlib.errors import ConfigError, unknown_name
 
@@ -500,6 +500,14 @@ STUDENTS: dict[str, StudentSpec] = {s.name: s for s in (
     *(StudentSpec(size, "subword", lr, {"init": "random", "dropout": 0.1, "pieces": "train"}, pretrained_lr=1e-4)
       for size, lr in (("bert-tiny", 1e-3), ("bert-mini", 5e-4), ("bert-small", 3e-4))),
 )}
+
+
+# The range of every student option a params file may set (distill.student_options), by name (kdlib.limits).
+OPTION_LIMITS: dict[str, limits.Limit] = {
+    "emb_dim": limits.COUNT, "hidden": limits.COUNT, "layers": limits.COUNT, "filters": limits.COUNT,
+    "kernel_sizes": limits.distinct(limits.COUNT), "dropout": limits.Limit(lambda v: 0 <= v < 1, "in [0, 1)"),
+    "pieces": limits.one_of("train", "full"),
+}
 
 
 def get_student(name: str) -> StudentSpec:
