@@ -197,7 +197,8 @@ def test_moved_outputs_are_not_stale_but_unreadable_records_are(tmp_path, tiny_d
     assert runner.changed_settings(student) == []
     (student.out_dir / "params.json").write_text("{not json")
     assert runner.stale_runs(runs) == {student.out_dir: [
-        "its params.json is unreadable (JSONDecodeError), so its settings are unknown"]}
+        f"its params.json is unreadable (truncated or corrupt), so its settings are unknown; delete {student.out_dir} "
+        "to redo it"]}
     (student.out_dir / "params.json").unlink()  # made by hand (a notebook run in JupyterLab): taken as it is
     assert runner.stale_runs(runs) == {}
 
@@ -216,9 +217,12 @@ def test_teachers_from_reads_another_studys_finished_teachers(tmp_path, tiny_dat
     lender_runs = runner.plan(lender, data_dir=str(tiny_data_dir))
     params = write(tmp_path, TEACHERS_FROM + f"output_dir: {out}\n")
     lines = []
-    runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, echo=lines.append)
-    assert "teachers from" in lines[1] and "SOME MISSING" in lines[1]
-    assert re.search(r"teachers_from 'lender': no finished teacher for smsa in .*lender/teacher", lines[-1])
+    with pytest.raises(ConfigError, match="teachers_from 'lender': no study with teachers at .*lender"):
+        runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, echo=lines.append)
+    (out / "lender" / "teacher").mkdir(parents=True)  # the lender exists, its teacher is not finished
+    with pytest.raises(ConfigError, match="teachers_from 'lender': no finished teacher for smsa in .*lender/teacher"):
+        runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, echo=lines.append)
+    assert "teachers from" in lines[1] and "SOME MISSING" in lines[1]  # the runs are listed first
     with pytest.raises(ConfigError, match="no finished teacher for smsa"):  # a real run stops before anything runs
         runner.run_study(str(params), data_dir=str(tiny_data_dir), echo=lines.append)
 
@@ -228,6 +232,7 @@ def test_teachers_from_reads_another_studys_finished_teachers(tmp_path, tiny_dat
     assert runs[0].parameters["teacher_dir"] == str(out / "lender" / "teacher" / "smsa" / "teacher")
     assert runs[0].needs == (out / "lender" / "teacher" / "smsa" / "teacher",)
     assert runs[0].out_dir == out / "borrower" / "distill" / "smsa" / "bilstm-mse-s0"
+    assert runs[0].parameters["cache_dir"] == str(out / "borrower" / "cache" / "teacher" / "smsa")  # its own folder
     runner.check_parameters(runs)
     assert runner.missing_teachers(config.load_params(params), runner.REPO_ROOT) == ""
 
