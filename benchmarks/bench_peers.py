@@ -76,7 +76,7 @@ def run_kdlib(args, inputs, train, collator, teacher) -> tuple[float, float]:
     result = fit(inputs.model, train, inputs.features["valid"][:8], inputs.gold["valid"][:8],
                  data.get_spec(args.dataset), cfg, work, collator)
     cpu = time.process_time() - cpu
-    inputs.model.load_state_dict(torch.load(work / "checkpoint.pt", weights_only=False)["model"])  # final weights
+    inputs.model.load_state_dict(torch.load(work / "checkpoint.pt", weights_only=True)["model"])  # final weights
     return sum(h["seconds"] for h in result.history), cpu
 
 

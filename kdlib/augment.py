@@ -31,9 +31,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from kdlib import data
+from kdlib import data, textio
 from kdlib.data import IGNORE_INDEX, DatasetSpec
-from kdlib.errors import ConfigError, DataError
+from kdlib.errors import ConfigError
 
 # One \w+ token, so data.word_tokenize keeps it whole; never in a vocabulary, so word students read it as UNK.
 MASK_WORD = "__mask__"
@@ -262,10 +262,7 @@ def pool_texts(source: str, spec: DatasetSpec, data_dir: str | os.PathLike | Non
     else:
         path = Path(source).expanduser()
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not valid UTF-8 near byte {e.start}; a pool file is UTF-8 text, one text "
-                            "per line.") from None
+            lines = textio.read_text(path, hint="a pool file is UTF-8 text, one text per line").splitlines()
         except OSError as e:
             raise ConfigError(f"transfer {source!r} is neither one of {', '.join(KINDS)} nor a readable text file "
                               f"({e.strerror}).") from None

@@ -20,11 +20,14 @@ Distill settings, last wins: distill < per_dataset.D.distill < per_student.S < p
 ```yaml
 ablation: {loss: {}}              # optional: the ablation stages of notebooks 03-05 (see _ablation below)
 ```
-Every unknown key, dataset, student, loss or wrongly typed value is an error naming it and the file.
+Every unknown key, dataset, student, loss or wrongly typed value is an error naming it and the file; so is a number
+outside its range (the LIMITS tables of kdlib.exam and kdlib.profile), an entry listed twice, a key given twice, and
+a name that becomes a folder but is too long or holds other characters than FOLDER_NAME allows.
 """
 from __future__ import annotations
 
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -33,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from kdlib import limits, textio
 from kdlib.errors import ConfigError, unknown_name
 from kdlib.exam import DistillParams, TeacherParams
 
@@ -44,6 +48,7 @@ TOP_KEYS |= {"teachers_from"}  # another study's finished teachers, instead of t
 RUN_OWNED = {"dataset", "out_dir", "data_dir", "seed", "threads", "student", "teacher_dir", "loss", "alpha",
              "temperature", "student_options"}
 RUN_OWNED |= {"stage", "variant"}  # ablation runs: set by the runner
+RUN_OWNED |= {"cache_dir", "embedding_dir"}  # inside the study's own folder: a study reads no cache it did not write
 DISTILL_EXTRA = {"students", "variants", "student_options"}
 # Settings of the word-level students' inputs: a study-wide recipe applies them to BiLSTM/CNN only.
 WORD_ONLY = {"embedding", "freeze_embeddings", "embedding_text", "word_dropout", "min_freq", "max_vocab", "max_words"}
@@ -53,6 +58,9 @@ def _reads_words(student: str) -> bool:
     from kdlib.models import get_student
 
     return get_student(student).kind == "word"
+# Names that become folders (the study, each run's folder): short, and safe on every file system and in a shell.
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+FOLDER_RULE = "at most 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,7 @@ def _student_seeds(raw: Any, where: str) -> dict[str, tuple[int, ...]]:
 
 def _distill_section(section: dict, allowed_extra: set[str], where: str, base: Path) -> dict:
     """A distill: section (or its per_dataset / per_student overrides), with the recipe's names and paths checked:
-    transfer (a KINDS name or a text file), embedding (a SOURCES name or a .vec file), sizes and rates."""
+    transfer (a KINDS name or a text file), embedding (a SOURCES name or a .vec file), their paths resolved."""
     from kdlib.augment import KINDS
     from kdlib.embeddings import SOURCES
 
@@ -166,13 +174,20 @@ def _distill_section(section: dict, allowed_extra: set[str], where: str, base: P
         out["embedding"] = _local_path(out["embedding"], base, f"{where}.embedding")
     if out.get("embedding_text"):
         out["embedding_text"] = _local_path(out["embedding_text"], base, f"{where}.embedding_text")
-    if out.get("transfer_size", 1) < 1:
-        raise ConfigError(f"{where}.transfer_size: {out['transfer_size']!r}; a transfer set is >= 1 times the train "
-                          "split.")
-    if out.get("word_dropout", 0) < 0:
-        raise ConfigError(f"{where}.word_dropout: {out['word_dropout']!r}; use 0 (off) or a positive alpha "
-                          "(a word seen c times reads UNK with probability alpha / (alpha + c)).")
-    return out
+    return out  # sizes and rates: exam.LIMITS, checked by _check_section
+def _student_options(student, options: dict, where: str) -> None:
+    """A student's options: known to it, of its defaults' type, within models.OPTION_LIMITS."""
+    from kdlib.models import OPTION_LIMITS
+
+    for key, value in options.items():
+        if key not in student.defaults:
+            raise ConfigError(f"{where}: unknown option {key!r}; {student.name} has "
+                              f"{', '.join(sorted(student.defaults))}.")
+        default = student.defaults[key]
+        hint = list if isinstance(default, tuple) else type(default) if default is not None else Any
+        if hint is not Any and not _type_ok(value, float if hint is float else hint):
+            raise ConfigError(f"{where}.{key}: {value!r} is a {type(value).__name__}, expected {hint.__name__}.")
+        _check_limit(value, OPTION_LIMITS.get(key), f"{where}.{key}")
 
 
 def _dataset_students(raw: Any, students: tuple[str, ...], where: str) -> tuple[str, ...] | None:
@@ -184,6 +199,7 @@ def _dataset_students(raw: Any, students: tuple[str, ...], where: str) -> tuple[
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{where}: a non-empty list of students, got {raw!r}.")
     chosen = tuple(get_student(str(s)).name for s in raw)
+    _distinct(chosen, where)
     outside = [s for s in chosen if s not in students]
     if outside:
         raise ConfigError(f"{where}: {', '.join(outside)} not in distill.students ({', '.join(students)}).")
@@ -216,7 +232,32 @@ def _check_section(section: dict, cls, allowed_extra: set[str], where: str) -> d
         if not _type_ok(value, hints[key]):
             raise ConfigError(f"{where}.{key}: {value!r} is a {type(value).__name__}, expected "
                               f"{getattr(hints[key], '__name__', str(hints[key]))}.")
+        _check_limit(value, _limits(cls).get(key), f"{where}.{key}", none_ok=_type_ok(None, hints[key]))
     return {k: v for k, v in section.items() if k not in allowed_extra}
+
+
+def _limits(cls) -> dict:
+    from kdlib import exam, profile
+
+    return profile.LIMITS if cls is profile.ProfileParams else exam.LIMITS
+
+
+def _check_limit(value: Any, limit, where: str, *, none_ok: bool = False) -> None:
+    """One line naming the key (in `where`), the value and what is allowed."""
+    if limit is None or (value is None and none_ok) or limit.ok(value):
+        return
+    if isinstance(value, list):
+        _distinct(value, where)
+    raise ConfigError(f"{where}: {value!r} is out of range; allowed: {limit.allowed}{' or null' * none_ok}.")
+
+
+def _distinct(values: list | tuple, where: str) -> None:
+    """Refuse a list naming the same entry twice: both would plan the same runs, into the same folders."""
+    seen = set()
+    for v in values:
+        if repr(v) in seen:
+            raise ConfigError(f"{where}: {v!r} is listed twice in {list(values)!r}; list each entry once.")
+        seen.add(repr(v))
 
 
 def _variant(raw: Any, where: str) -> Variant:
@@ -231,6 +272,10 @@ def _variant(raw: Any, where: str) -> Variant:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a variant has loss, alpha, "
                           "temperature.")
+    for key, value in raw.items():
+        if not _type_ok(value, str if key == "loss" else float):
+            raise ConfigError(f"{where}.{key}: {value!r} is a {type(value).__name__}, expected "
+                              f"{'a loss name' if key == 'loss' else 'a number'}.")
     v = Variant(**raw)
     if v.loss not in LOSSES:
         raise unknown_name("loss", v.loss, LOSSES)
@@ -248,7 +293,7 @@ def load_params(path: str | os.PathLike) -> Study:
     if not path.is_file():
         raise ConfigError(f"params file {path} not found; see params/ for examples.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(textio.read_text(path), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -262,32 +307,40 @@ def load_params(path: str | os.PathLike) -> Study:
         if key not in raw:
             raise ConfigError(f"{path}: missing required key {key!r}.")
     name = raw["study"]
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"{path}: study must be a plain folder name, got {name!r}.")
+    if not isinstance(name, str) or not FOLDER_NAME.fullmatch(name):
+        raise ConfigError(f"{path}: study must be a plain folder name ({FOLDER_RULE}), got {name!r}.")
     datasets = raw["datasets"]
     if not isinstance(datasets, list) or not datasets:
         raise ConfigError(f"{path}: datasets must be a non-empty list of dataset keys.")
     datasets = tuple(get_spec(str(d)).key for d in datasets)
+    _distinct(datasets, f"{path}: datasets")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(_type_ok(s, int) for s in seeds):
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}.")
+    _check_limit(seeds, limits.distinct(limits.SEED), f"{path}: seeds")
 
     teacher = _check_section(raw.get("teacher") or {}, TeacherParams, set(), f"{path}: teacher")
     distill_raw = raw.get("distill") or {}
     base = path.resolve().parent
     distill = _distill_section(distill_raw, DISTILL_EXTRA, f"{path}: distill", base)
+    if not isinstance(distill_raw.get("students", []), list) or not isinstance(distill_raw.get("variants", []), list):
+        raise ConfigError(f"{path}: distill.students and distill.variants are lists.")
     students = tuple(get_student(str(s)).name for s in distill_raw.get("students", []))
+    _distinct(students, f"{path}: distill.students")
     variants = tuple(_variant(v, f"{path}: distill.variants[{i}]")
                      for i, v in enumerate(distill_raw.get("variants", ["mse", "ce"])))
+    _distinct(variants, f"{path}: distill.variants")
     options = distill_raw.get("student_options") or {}
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise ConfigError(f"{path}: distill.student_options maps a student name to a mapping of options.")
-    for student in options:
-        get_student(student)
+    for student, chosen in options.items():
+        _student_options(get_student(student), chosen, f"{path}: distill.student_options.{student}")
     per_dataset = {}
     for key, section in (raw.get("per_dataset") or {}).items():
         where = f"{path}: per_dataset.{key}"
         dataset = get_spec(str(key)).key
+        if dataset in per_dataset:
+            raise ConfigError(f"{where}: {dataset} has two per_dataset sections; merge them into one.")
         if dataset not in datasets:
             raise ConfigError(f"{where}: {dataset} is not in this study's datasets ({', '.join(datasets)}).")
         if not isinstance(section, dict) or set(section) - {"teacher", "distill", "per_student", "students"}:
@@ -303,6 +356,7 @@ def load_params(path: str | os.PathLike) -> Study:
     threads = raw.get("threads", 0)
     if not _type_ok(threads, int):
         raise ConfigError(f"{path}: threads must be an integer, got {threads!r}.")
+    _check_limit(threads, limits.THREADS, f"{path}: threads")
     return Study(name=name, path=path.resolve(), datasets=datasets, seeds=tuple(seeds),
                  description=str(raw.get("description", "")), data_dir=raw.get("data_dir"),
                  output_dir=str(raw.get("output_dir", "outputs")), threads=threads, teacher=teacher,
@@ -312,6 +366,19 @@ def load_params(path: str | os.PathLike) -> Study:
                  profile=_profile(raw.get("profile", False), path, datasets),
                  tracking=_tracking(raw.get("tracking"), path),
                  teachers_from=_teachers_from(raw, path, per_dataset))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; a params file with two `distill:` sections would lose one."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in keys:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+            keys.add(key)
+        return super().construct_mapping(node, deep)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -461,9 +528,11 @@ def _ablation(raw: Any, path: Path, students: tuple[str, ...], datasets: tuple[s
     if not isinstance(seeds, list) or not seeds or not all(_type_ok(s, int) for s in seeds) or \
             len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where}.seeds: a list of distinct integers, got {seeds!r}.")
+    _check_limit(seeds, limits.distinct(limits.SEED), f"{where}.seeds")
     chosen = raw.get("students", list(students) or ["bilstm"])
     if not isinstance(chosen, list) or not chosen:
         raise ConfigError(f"{where}.students: a non-empty list of students, got {chosen!r}.")
+    _distinct([get_student(str(s)).name for s in chosen], f"{where}.students")
     base = path.resolve().parent
     stages = tuple(_ablation_stage(kind, raw[kind], base, f"{where}.{kind}") for kind in ABLATION_KINDS if kind in raw)
     if not stages:
@@ -531,6 +600,8 @@ def _teachers_from(raw: dict, path: Path, per_dataset: dict[str, dict]) -> str |
         return None
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{path}: teachers_from: a study name or study folder, got {value!r}.")
+    if "/" not in value and not value.startswith((".", "~")) and not FOLDER_NAME.fullmatch(value):
+        raise ConfigError(f"{path}: teachers_from: {value!r} is not a study name ({FOLDER_RULE}) nor a path.")
     if value == raw["study"]:
         raise ConfigError(f"{path}: teachers_from names this study itself ({value!r}); drop it to train its teachers.")
     overridden = [f"per_dataset.{d}.teacher" for d, section in per_dataset.items() if section["teacher"]]

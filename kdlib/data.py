@@ -29,6 +29,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from kdlib import textio
 from kdlib.errors import DataError, KdExamError, unknown_name
 
 log = logging.getLogger(__name__)
@@ -140,13 +141,14 @@ def _check_label(value: str, spec: DatasetSpec, where: str, what: str = "label")
                         f"({', '.join(spec.labels)}); correct the line or remove it.") from None
 
 
-def _open_text(path: Path):
+def _open_text(path: Path) -> Iterator[str]:
+    """The lines of a dataset file (kdlib.textio's rule: UTF-8, a BOM dropped, a bad byte named by its line)."""
     if not path.is_file():
         hint = ("re-fetch it with `kdexam data download`" if path.parent.is_dir()
                 else "check --data-dir, or fetch the data with `kdexam data download`")
         raise DataError(f"{path}: file not found; {hint}.")
     try:
-        return path.open(encoding="utf-8", newline="")
+        return textio.lines(path, newline="", hint="the file is corrupt, re-fetch it with `kdexam data download`")
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror}).") from None
 
@@ -154,9 +156,6 @@ def _open_text(path: Path):
 def _decode_guard(path: Path, rows: Iterator) -> Iterator:
     try:
         yield from rows
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 near byte {e.start}; the file is corrupt, re-fetch it "
-                        "with `kdexam data download`.") from None
     except csv.Error as e:
         raise DataError(f"{path}: malformed CSV ({e}); re-fetch the file with `kdexam data download`.") from None
 
@@ -165,24 +164,23 @@ def _read_delimited(path: Path, spec: DatasetSpec) -> Iterator[tuple[int, list[s
     """Rows of a CSV/TSV file after checking its header; each row has exactly as many fields as the header."""
     delimiter = "\t" if spec.ext == "tsv" else ","
     n_fields = len(spec.header) or 2
-    with _open_text(path) as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        rows = _decode_guard(path, reader)
-        if spec.header:
-            header = next(rows, None)
-            if header is None:
-                return
-            if tuple(h.strip() for h in header) != spec.header:
-                raise DataError(f"{path}:1: wrong header {','.join(header)!r}; expected "
-                                f"{','.join(spec.header)!r} for {spec.key}.")
-        for row in rows:
-            if not row or row == [""]:
-                continue
-            if len(row) != n_fields:
-                raise DataError(f"{path}:{reader.line_num}: malformed line: {len(row)} fields where {spec.key} "
-                                f"has {n_fields} ({', '.join(spec.header) or 'text<TAB>label'}); fix the quoting "
-                                "or re-fetch the file.")
-            yield reader.line_num, row
+    reader = csv.reader(_open_text(path), delimiter=delimiter)
+    rows = _decode_guard(path, reader)
+    if spec.header:
+        header = next(rows, None)
+        if header is None:
+            return
+        if tuple(h.strip() for h in header) != spec.header:
+            raise DataError(f"{path}:1: wrong header {','.join(header)!r}; expected "
+                            f"{','.join(spec.header)!r} for {spec.key}.")
+    for row in rows:
+        if not row or row == [""]:
+            continue
+        if len(row) != n_fields:
+            raise DataError(f"{path}:{reader.line_num}: malformed line: {len(row)} fields where {spec.key} "
+                            f"has {n_fields} ({', '.join(spec.header) or 'text<TAB>label'}); fix the quoting "
+                            "or re-fetch the file.")
+        yield reader.line_num, row
 
 
 def _token_list(cell: str, where: str, column: str) -> list[str]:
@@ -224,20 +222,19 @@ def _records_conll(path: Path, spec: DatasetSpec) -> Iterator[dict]:
     """`token<TAB>tag` lines, a blank line between sentences (a missing final blank line is tolerated)."""
     tokens: list[str] = []
     tags: list[int] = []
-    with _open_text(path) as f:
-        for line_no, line in enumerate(_decode_guard(path, f), start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                if tokens:
-                    yield {"tokens": tokens, "tags": tags}
-                tokens, tags = [], []
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2:
-                raise DataError(f"{path}:{line_no}: malformed line {line[:60]!r}: expected token<TAB>tag "
-                                f"(found {len(parts) - 1} tabs).")
-            tokens.append(parts[0])
-            tags.append(_check_label(parts[1].strip(), spec, f"{path}:{line_no}", "tag"))
+    for line_no, line in enumerate(_open_text(path), start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            if tokens:
+                yield {"tokens": tokens, "tags": tags}
+            tokens, tags = [], []
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise DataError(f"{path}:{line_no}: malformed line {line[:60]!r}: expected token<TAB>tag "
+                            f"(found {len(parts) - 1} tabs).")
+        tokens.append(parts[0])
+        tags.append(_check_label(parts[1].strip(), spec, f"{path}:{line_no}", "tag"))
     if tokens:
         yield {"tokens": tokens, "tags": tags}
 
@@ -397,7 +394,7 @@ class Vocab:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(textio.read_text(path))
             return cls(list(data["itos"]), lower=bool(data["lower"]))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}: not a kd-exam vocabulary file ({e}).") from None

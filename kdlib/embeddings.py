@@ -13,13 +13,13 @@ of each split; fastText builds a vector for an unseen word from its character n-
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import os
 import pickle
 import shutil
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from kdlib import data
+from kdlib import data, rundir, textio
 from kdlib.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,6 @@ class WordVectors:
 # ----------------------------------------------------------------------------------------------------------------
 # .vec files
 
-def _open(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
-
-
 def read_vec(path: str | os.PathLike, words: Iterable[str] | None = None) -> WordVectors:
     """Vectors of a fastText/word2vec text file for `words` (lower-cased look-up); every word if None.
 
@@ -71,28 +67,23 @@ def read_vec(path: str | os.PathLike, words: Iterable[str] | None = None) -> Wor
     wanted = None if words is None else {w.lower() for w in words}
     table: dict[str, np.ndarray] = {}
     dim = None
-    try:
-        with _open(path) as f:
-            for line_no, line in enumerate(f, start=1):
-                fields = line.rstrip().split(" ")
-                if line_no == 1 and len(fields) == 2 and all(x.isdigit() for x in fields):
-                    dim = int(fields[1])
-                    continue
-                if dim is None:
-                    dim = len(fields) - 1
-                key = fields[0].lower()
-                if (wanted is not None and key not in wanted) or key in table:
-                    continue
-                if len(fields) != dim + 1:
-                    raise DataError(f"{path}:{line_no}: expected a word and {dim} numbers, found {len(fields) - 1} "
-                                    "fields after the word; is this a .vec (text) file?")
-                try:
-                    table[key] = np.asarray(fields[1:], dtype=np.float32)
-                except ValueError:
-                    raise DataError(f"{path}:{line_no}: {line[:60]!r} holds a value that is not a number.") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text near byte {e.start}; a binary .bin model is not a .vec "
-                        "file.") from None
+    for line_no, line in enumerate(textio.lines(path, hint="a binary .bin model is not a .vec file"), start=1):
+        fields = line.rstrip().split(" ")
+        if line_no == 1 and len(fields) == 2 and all(x.isdigit() for x in fields):
+            dim = int(fields[1])
+            continue
+        if dim is None:
+            dim = len(fields) - 1
+        key = fields[0].lower()
+        if (wanted is not None and key not in wanted) or key in table:
+            continue
+        if len(fields) != dim + 1:
+            raise DataError(f"{path}:{line_no}: expected a word and {dim} numbers, found {len(fields) - 1} "
+                            "fields after the word; is this a .vec (text) file?")
+        try:
+            table[key] = np.asarray(fields[1:], dtype=np.float32)
+        except ValueError:
+            raise DataError(f"{path}:{line_no}: {line[:60]!r} holds a value that is not a number.") from None
     if not dim:
         raise DataError(f"{path}: no vector found; a .vec file holds `word v1 ... vD` lines.")
     return WordVectors(dim, f"vec:{path.name}", lambda w: table.get(w.lower()), lambda w: w.lower() in table)
@@ -114,7 +105,8 @@ def in_domain_corpus(data_dir: str | os.PathLike | None = None, extra_text: str 
         path = Path(extra_text).expanduser()
         if not path.is_file():
             raise ConfigError(f"embedding_text {path} not found; give a UTF-8 text file, one text per line.")
-        texts += [data.word_tokenize(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        texts += [data.word_tokenize(line) for line in
+                  textio.read_text(path, hint="embedding_text is UTF-8 text, one text per line").splitlines()]
     return [[w.lower() for w in words] for words in texts if words and normalise(words) not in held_out]
 
 
@@ -139,8 +131,8 @@ def _train_to(folder: Path, kind: str, corpus: Sequence[Sequence[str]], dim: int
     extra = FASTTEXT_NGRAMS if kind == "fasttext" else {}
     model = model_cls(sentences=list(corpus), vector_size=dim, seed=seed, workers=1, hashfxn=_stable_hash,
                       **GENSIM_SETTINGS, **extra)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    rundir.clean_temp_files(folder.parent, f".{folder.name}.*.tmp")  # a killed trainer's; the caller holds the lock
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     model.wv.save(str(tmp / "vectors.kv"))
     if folder.exists():  # a folder without vectors.kv (emptied by hand): the caller holds the lock, replace it
         shutil.rmtree(folder)

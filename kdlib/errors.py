@@ -17,6 +17,10 @@ class ConfigError(KdExamError):
     """A parameter file or argument that does not validate."""
 
 
+class RunFolderError(KdExamError):
+    """A file of a run folder that cannot be read (truncated, corrupt, or not written by kd-exam)."""
+
+
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> KdExamError:
     """An error for a name missing from a registry, suggesting the closest known names."""
     known = sorted(known)

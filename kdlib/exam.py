@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdlib import augment, data, embeddings, models, rundir
+from kdlib import augment, data, embeddings, limits, models, rundir
 from kdlib import cache as cache_lib
 from kdlib.errors import ConfigError
 from kdlib.train import Collator, TrainConfig, fit, predict_logits, predictions, score_ids, set_seed, set_threads
@@ -82,6 +82,7 @@ class DistillParams:
     student_options: dict = field(default_factory=dict)  # overrides of the student's defaults (emb_dim, ...)
     seed: int = 0
     threads: int = 0
+    cache_dir: str = ""  # where teacher logits this run computes are kept; "": the teacher's folder (its own study's)
     # The recipe: the settings the ablations (notebooks 03-05) vary, also the main stage's. Defaults: plain
     # distillation on the train split from random word embeddings.
     word_dropout: float = 0.0  # word students: a train word seen c times reads UNK with probability a/(a+c); 0: never
@@ -116,6 +117,22 @@ def params_from_cell(cls, namespace: dict[str, Any]):
     if missing:
         raise ConfigError(f"the parameters cell lacks {', '.join(missing)} of {cls.__name__}; add them to the cell.")
     return cls(**{f.name: namespace[f.name] for f in fields(cls)})
+
+
+# The range or choices of every number and every closed-choice string of the three dataclasses above, by field
+# name (kdlib.limits). A params file is checked against it when it loads (kdlib.config); a new field gets a line here
+# (tests/test_hardening.py fails for a number field without one).
+LIMITS: dict[str, limits.Limit] = {
+    "max_length": limits.COUNT, "max_train_examples": limits.COUNT, "max_valid_examples": limits.COUNT,
+    "logit_train_examples": limits.COUNT, "epochs": limits.COUNT, "lr": limits.RATE, "batch_size": limits.COUNT,
+    "patience": limits.COUNT, "pooling": limits.one_of(*models.POOLINGS), "seed": limits.SEED,
+    "threads": limits.THREADS,
+    "alpha": limits.PROBABILITY, "temperature": limits.RATE, "max_words": limits.COUNT, "min_freq": limits.COUNT,
+    "max_vocab": limits.at_least(1), "word_dropout": limits.at_least(0),
+    "transfer_size": limits.at_least(1), "p_mask": limits.PROBABILITY, "p_pos": limits.PROBABILITY,
+    "p_ng": limits.PROBABILITY, "max_ng": limits.COUNT, "pos_lexicon": limits.one_of(*augment.POS_DATASETS),
+    "augment_seed": limits.SEED,
+}
 
 
 def params_from(cls, values: dict[str, Any]):
@@ -234,11 +251,14 @@ def _fallback(spec: data.DatasetSpec) -> int:
 
 
 def cached_teacher_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, split: str, ds, *,
-                          model=None, tokenizer=None) -> list[np.ndarray]:
-    """The teacher's unit-level logits on a split, from the cache; the teacher runs only on a cache miss."""
+                          model=None, tokenizer=None, cache_dir: str | os.PathLike = "") -> list[np.ndarray]:
+    """The teacher's unit-level logits on a split, from the cache; the teacher runs only on a cache miss.
+
+    `cache_dir` ("": the teacher's own folder) is where a miss is written; the teacher's cache is read either way.
+    """
     teacher_dir = Path(teacher_dir)
     info = rundir.read_json(teacher_dir / TEACHER_INFO)
-    key = cache_lib.cache_key(cache_lib.fingerprint_model_dir(teacher_dir / "model"), spec.key,
+    key = cache_lib.cache_key(cache_lib.fingerprint_model_dir(teacher_dir / "model", cache_dir or None), spec.key,
                               cache_lib.fingerprint_examples(ds.to_list()), {"max_length": info["max_length"]})
 
     def compute() -> list[np.ndarray]:
@@ -250,11 +270,13 @@ def cached_teacher_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec
         feats = bert_features(ds, tokenizer, spec, info["max_length"])
         return predict_logits(model, feats, Collator(pad_id=tokenizer.pad_token_id), desc=f"teacher {split}")
 
-    return cache_lib.LogitCache(teacher_dir / "logits").get_or_compute(split, key, compute)
+    cache = cache_lib.LogitCache(Path(cache_dir) / "logits" if cache_dir else teacher_dir / "logits",
+                                 read_also=[teacher_dir / "logits"])
+    return cache.get_or_compute(split, key, compute)
 
 
 def cached_transfer_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, name: str,
-                           examples: list[dict]) -> list[np.ndarray]:
+                           examples: list[dict], cache_dir: str | os.PathLike = "") -> list[np.ndarray]:
     """The teacher's logits on the extra examples of a transfer set, cached under their content.
 
     The teacher reads its own mask token where the augmentation masked a word. Any change of the examples, the
@@ -266,7 +288,8 @@ def cached_transfer_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpe
     if tokenizer.mask_token is None and any(augment.MASK_WORD in str(ex) for ex in examples):
         raise ConfigError(f"the teacher's tokenizer in {teacher_dir} has no mask token; use p_mask: 0.")
     teacher_view = augment.as_dataset(augment.replace_mask(examples, spec, tokenizer.mask_token or ""))
-    return cached_teacher_logits(teacher_dir, spec, f"transfer-{name}", teacher_view, tokenizer=tokenizer)
+    return cached_teacher_logits(teacher_dir, spec, f"transfer-{name}", teacher_view, tokenizer=tokenizer,
+                                 cache_dir=cache_dir)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -327,10 +350,11 @@ def run_distill(p: DistillParams) -> RunResult:
         model = models.build_student(p.student, spec, tokenizer=tokenizer, used_ids=used,
                                      teacher_model_dir=teacher_dir / "model", **p.student_options)
     if p.loss != "ce":  # a no-KD run never touches the teacher's logits
-        for f, logits in zip(feats["train"], teacher_train_logits(teacher_dir, spec, dd["train"], train_idx)):
+        for f, logits in zip(feats["train"], teacher_train_logits(teacher_dir, spec, dd["train"], train_idx,
+                                                                  p.cache_dir)):
             f["teacher_logits"] = logits
         if transfer.extra:
-            teacher_extra = cached_transfer_logits(teacher_dir, spec, transfer.name, transfer.extra)
+            teacher_extra = cached_transfer_logits(teacher_dir, spec, transfer.name, transfer.extra, p.cache_dir)
             for f, logits in zip(extra_feats, teacher_extra, strict=True):
                 f["teacher_logits"] = logits
     feats["train"] += extra_feats
@@ -436,8 +460,8 @@ def _student_tokenizer_dir(p: AblationParams, teacher_dir: Path) -> Path:
     return teacher_dir / "model"
 
 
-def teacher_train_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, train, indices: list[int]
-                         ) -> list[np.ndarray]:
+def teacher_train_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, train, indices: list[int],
+                         cache_dir: str | os.PathLike = "") -> list[np.ndarray]:
     """The teacher's logits on train examples `indices` (a data.subset_indices set), read from its cache.
 
     The teacher run caches the subset its `logit_train_examples` names; a set inside it is read from there. A set
@@ -448,10 +472,10 @@ def teacher_train_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec,
     cached_idx = data.subset_indices(len(train), cached)
     position = {i: k for k, i in enumerate(cached_idx)}
     if all(i in position for i in indices):
-        logits = cached_teacher_logits(teacher_dir, spec, "train", train.select(cached_idx))
+        logits = cached_teacher_logits(teacher_dir, spec, "train", train.select(cached_idx), cache_dir=cache_dir)
         return [logits[position[i]] for i in indices]
     log.info("train examples outside the teacher's cached %s: their logits are computed once now", cached)
-    return cached_teacher_logits(teacher_dir, spec, "train", train.select(indices))
+    return cached_teacher_logits(teacher_dir, spec, "train", train.select(indices), cache_dir=cache_dir)
 
 
 def _variant_name(p: DistillParams) -> str:

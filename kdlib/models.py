@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdlib import limits, rundir
 from kdlib.data import CASES, DatasetSpec, Vocab, get_spec
 from kdlib.errors import ConfigError, unknown_name
 
@@ -184,7 +185,7 @@ class BertTaskModel(nn.Module):
     def from_pretrained(cls, model_dir: str | os.PathLike) -> BertTaskModel:
         """Reload a folder written by `save_pretrained`."""
         model_dir = Path(model_dir)
-        info = json.loads((model_dir / BERT_INFO).read_text(encoding="utf-8"))
+        info = rundir.read_json(model_dir / BERT_INFO, run_dir=model_dir.parent)
         spec = get_spec(info["dataset"])
         hf = _hf_auto_class(spec).from_pretrained(str(model_dir), local_files_only=True)
         vocab_map = VocabMap(**info["vocab_map"]) if info.get("vocab_map") else None
@@ -364,7 +365,7 @@ class WordStudent(nn.Module):
         from safetensors.torch import load_file
 
         model_dir = Path(model_dir)
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        config = rundir.read_json(model_dir / "config.json", run_dir=model_dir.parent)
         config.pop(MODEL_KEY, None)
         model = cls(**config)
         model.load_state_dict(load_file(model_dir / "model.safetensors"))
@@ -542,6 +543,14 @@ STUDENTS: dict[str, StudentSpec] = {s.name: s for s in (
 PRUNED = "pruned"
 
 
+# The range of every student option a params file may set (distill.student_options), by name (kdlib.limits).
+OPTION_LIMITS: dict[str, limits.Limit] = {
+    "emb_dim": limits.COUNT, "hidden": limits.COUNT, "layers": limits.COUNT, "filters": limits.COUNT,
+    "kernel_sizes": limits.distinct(limits.COUNT), "dropout": limits.Limit(lambda v: 0 <= v < 1, "in [0, 1)"),
+    "pieces": limits.one_of("train", "full"), "case_dim": limits.Limit(lambda v: v >= 0, ">= 0"),
+}
+
+
 def get_student(name: str) -> StudentSpec:
     spec = STUDENTS.get(name) if isinstance(name, str) else None
     if spec is None:
@@ -634,7 +643,7 @@ def load_model(model_dir: str | os.PathLike) -> nn.Module:
     if (model_dir / BERT_INFO).is_file():
         return BertTaskModel.from_pretrained(model_dir)
     config_path = model_dir / "config.json"
-    name = json.loads(config_path.read_text(encoding="utf-8")).get(MODEL_KEY) if config_path.is_file() else None
+    name = rundir.read_json(config_path, run_dir=model_dir.parent).get(MODEL_KEY) if config_path.is_file() else None
     if name not in _WORD_CLASSES:
         raise ConfigError(f"{model_dir} is not a kd-exam model folder: it has neither {BERT_INFO} (BERT models) nor "
                           f"a config.json with {MODEL_KEY!r} (word students); point at a run's model/ folder.")

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlib import data, exam, models, report, rundir
+from kdlib import data, exam, limits, models, report, rundir
 from kdlib.errors import ConfigError, KdExamError
 from kdlib.models import ModelOutput
 
@@ -75,6 +75,16 @@ class ProfileParams:
     max_test_examples: int | None = None  # test examples scored for each engine's F1; None = all
     atol: float = 1e-3  # largest accepted |ONNX - PyTorch| logit difference
     seed: int = 0  # which test examples form the real batches
+
+
+# The range of every ProfileParams setting, by field name (kdlib.limits); checked when a params file loads and by
+# check_params for `kdexam profile`. A new field gets a line here.
+LIMITS: dict[str, limits.Limit] = {
+    "thread_counts": limits.distinct(limits.THREADS), "batch_sizes": limits.distinct(limits.COUNT),
+    "input_kinds": limits.distinct(limits.one_of(*INPUT_KINDS)), "fixed_length": limits.COUNT,
+    "warmup": limits.at_least(0), "runs": limits.COUNT, "max_test_examples": limits.COUNT, "atol": limits.RATE,
+    "seed": limits.SEED,
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -629,18 +639,10 @@ All models are loaded, scored and exported first; then each setting times them i
 
 def check_params(p: ProfileParams, where: str = "profile") -> None:
     """Values a type check lets through but a profile cannot use; `where` prefixes the error."""
-    positive = lambda values: bool(values) and all(isinstance(v, int) and v > 0 for v in values)  # noqa: E731
-    checks = {
-        "batch_sizes": positive(p.batch_sizes),
-        "thread_counts": bool(p.thread_counts) and all(isinstance(t, int) and t >= 0 for t in p.thread_counts),
-        "input_kinds": bool(p.input_kinds) and set(p.input_kinds) <= set(INPUT_KINDS),
-        "runs": p.runs >= 1, "warmup": p.warmup >= 0, "fixed_length": p.fixed_length >= 1,
-        "max_test_examples": p.max_test_examples is None or p.max_test_examples >= 1,
-    }
-    bad = [f"{name} {getattr(p, name)!r}" for name, ok in checks.items() if not ok]
+    bad = [f"{name} {getattr(p, name)!r} (allowed: {limit.allowed})" for name, limit in LIMITS.items()
+           if getattr(p, name) is not None and not limit.ok(getattr(p, name))]
     if bad:
-        raise ConfigError(f"{where}: value(s) out of range: {', '.join(bad)} (batch sizes, runs, fixed_length >= 1; "
-                          f"thread counts >= 0, 0 = all cores; input kinds among {', '.join(INPUT_KINDS)}).")
+        raise ConfigError(f"{where}: value(s) out of range: {'; '.join(bad)}.")
 
 
 def read_profile(run_dir: str | os.PathLike) -> dict:

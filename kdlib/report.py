@@ -27,9 +27,10 @@ def collect(study_dir: str | os.PathLike, *, finished_only: bool = True) -> pd.D
     """One row per run (dataset × model × variant × seed) from every metrics.json under `study_dir`."""
     rows = []
     for path in sorted(Path(study_dir).rglob(rundir.METRICS)):
-        m = rundir.read_json(path)
         finished = rundir.is_done(path.parent)
         if finished_only and not finished:
+            continue
+        if (m := rundir.read_or_skip(path)) is None:
             continue
         rows.append({
             "stage": m.get("stage"), "dataset": m.get("dataset"), "model": m.get("model"),
@@ -170,7 +171,8 @@ LATENCY_COLUMNS = ["dataset", "model", "engine", "threads", "batch", "inputs", "
 
 
 def _profiles(study_dir: str | os.PathLike) -> list[tuple[Path, dict]]:
-    return [(path.parent, rundir.read_json(path)) for path in sorted(Path(study_dir).rglob(PROFILE))]
+    read = [(path.parent, rundir.read_or_skip(path)) for path in sorted(Path(study_dir).rglob(PROFILE))]
+    return [(folder, prof) for folder, prof in read if prof is not None]
 
 
 def profile_models(study_dir: str | os.PathLike) -> pd.DataFrame:
@@ -686,9 +688,8 @@ def export_html(notebook: str | os.PathLike, html: str | os.PathLike, *, with_co
     exporter = HTMLExporter(exclude_input=not with_code, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
     html = Path(html)
-    tmp = html.with_name(f".{html.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, html)
+    with rundir.atomic_path(html) as tmp:
+        tmp.write_text(body, encoding="utf-8")
     return html
 
 

@@ -2,32 +2,98 @@
 
 A run folder is finished when, and only when, `done.json` exists. It is written last and atomically (temp name,
 then rename), so an interrupted run never looks finished and is redone on resume.
+
+Every file is written under a temporary name unique to the writer, `.<name>.<random>.tmp`, then renamed; one left
+by a killed writer is removed by `clean_temp_files` when its folder's run starts again (or under the lock of its
+cache entry). A file that cannot be read is a RunFolderError naming it and how to redo it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import platform
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kdlib import textio
+from kdlib.errors import KdExamError, RunFolderError
+
+log = logging.getLogger(__name__)
+
 DONE = "done.json"
 METRICS = "metrics.json"
+TEMP_PATTERNS = ("*.tmp", "*.tmp.npz")  # ours (.<name>.<random>.tmp), and the fixed names kd-exam used before
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A unique temporary path beside `path` to write to; renamed to `path` when the block ends, removed if it fails.
+    Two writers of the same file never share a temporary file; a reader sees the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def clean_temp_files(folder: str | os.PathLike, pattern: str = "") -> int:
+    """Remove temporary files (and folders) left under `folder` by killed writers; `pattern`: only those of one
+    name. Call it only where no other process can be writing: a run folder before its run starts, or under a lock."""
+    folder, removed = Path(folder), 0
+    if not folder.is_dir():
+        return 0
+    for glob in [pattern] if pattern else TEMP_PATTERNS:
+        for path in list(folder.rglob(glob)):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def redo_hint(run_dir: str | os.PathLike) -> str:
+    return f"delete the run folder {run_dir} and run the study again to redo it"
+
+
+def read_json(path: str | os.PathLike, *, run_dir: str | os.PathLike | None = None) -> dict:
+    """A JSON object file of a run folder (`run_dir`, default: the file's folder). A truncated or corrupt one is a
+    RunFolderError of one line naming the file and saying to delete the run folder to redo it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    hint = redo_hint(run_dir or path.parent)
+    try:
+        value = json.loads(textio.read_text(path, hint=hint))
+    except json.JSONDecodeError as e:
+        raise RunFolderError(f"{path}: truncated or corrupt JSON ({e.msg} at line {e.lineno}); {hint}.") from None
+    except KdExamError as e:  # not UTF-8: its line is named
+        raise RunFolderError(str(e)) from None
+    if not isinstance(value, dict):
+        raise RunFolderError(f"{path}: holds a JSON {type(value).__name__}, not the object kd-exam writes; {hint}.")
+    return value
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_or_skip(path: str | os.PathLike) -> dict | None:
+    """For readers of many runs (report, recommend, the ablation tables): a file that cannot be read is named in a
+    warning and its run left out, so one corrupt run does not hide the others."""
+    try:
+        return read_json(path)
+    except RunFolderError as e:
+        log.warning("%s Left out until then.", e)
+        return None
 
 
 def _jsonable(value: Any) -> Any:

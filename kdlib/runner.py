@@ -22,7 +22,7 @@ from typing import Any
 
 from kdlib import parallel, rundir
 from kdlib.config import AblationVariant, Study, Variant
-from kdlib.errors import ConfigError
+from kdlib.errors import ConfigError, KdExamError
 from kdlib.exam import DistillParams, TeacherParams
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,10 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
     data = str(resolve_data_dir(data_dir or study.data_dir))
     models_dir = str(study_dir.parent / "models")
     runs: list[Run] = []
+    caches: dict[str, dict[str, str]] = {d: {} for d in study.datasets}  # cache_dir per dataset, for borrowers
     if study.teachers_from:  # another study's finished teachers: nothing to train here
         teacher_dirs = borrowed_teachers(study, root)
+        caches = {d: {"cache_dir": str(study_dir / "cache" / "teacher" / d)} for d in study.datasets}
     else:
         teacher_dirs = {d: study_dir / "teacher" / d / "teacher" for d in study.datasets}
         for dataset, teacher_dir in teacher_dirs.items():  # teachers first: every student needs one
@@ -99,26 +101,53 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
                 _check_transfer(settings, dataset, f"{study.path}: {dataset} x {student}")
                 for v, out in sorted(dirs.items(), key=lambda kv: kv[0].loss != "ce"):  # baselines first
                     runs.append(Run("distill", dataset, out.name, notebooks_dir / NOTEBOOKS["distill"], out, {
-                        **recipe_defaults(DistillParams), "embedding_dir": str(Path(models_dir) / "embeddings"),
+                        **recipe_defaults(DistillParams), "embedding_dir": str(study_dir / "cache" / "embeddings"),
                         **settings, **(NO_TEACHER_DATA if v.loss == "ce" else {}),
                         "dataset": dataset, "student": student,
                         "teacher_dir": str(teacher_dir), "out_dir": str(out), "data_dir": data, "loss": v.loss,
                         "alpha": float(v.alpha), "temperature": float(v.temperature), "seed": seed,
                         "threads": study.threads, "student_options": study.student_options.get(student, {}),
                         "baseline_dir": str(baseline) if baseline and v.loss != "ce" else "",
-                        "train_teacher_if_missing": False}, needs=(teacher_dir,)))
-    runs += plan_ablations(study, study_dir, teacher_dirs, data, models_dir, notebooks_dir)
+                        "train_teacher_if_missing": False, **caches[dataset]}, needs=(teacher_dir,)))
+    runs += plan_ablations(study, study_dir, teacher_dirs, data, caches, notebooks_dir)
     runs = _teacher_logit_sets(runs, study)
     runs += profile_runs(study, runs, study_dir, notebooks_dir, data)
+    check_folders(study, runs)
     return runs
 
 
+def check_folders(study: Study, runs: list[Run]) -> None:
+    """Every run folder name is short and plain (config.FOLDER_NAME), and no two runs share a folder: two entries
+    of a list that plan the same run (mse with and without a temperature, which mse ignores) are refused."""
+    from kdlib.config import FOLDER_NAME, FOLDER_RULE
+
+    seen: dict[Path, Run] = {}
+    for run in runs:
+        if not FOLDER_NAME.fullmatch(run.variant):
+            raise ConfigError(f"{study.path}: run {run.name}: its folder name {run.variant!r} ({len(run.variant)} "
+                              f"characters) must be {FOLDER_RULE}; rename the file or folder it is named after.")
+        other = seen.setdefault(run.out_dir, run)
+        if other is not run:
+            differ = [f"{k} {other.parameters.get(k)!r} vs {run.parameters.get(k)!r}" for k in
+                      sorted(set(run.parameters) | set(other.parameters), key=str)
+                      if other.parameters.get(k) != run.parameters.get(k)]
+            differ_text = "; ".join(differ) or "the same settings"
+            raise ConfigError(f"{study.path}: two entries plan the same run {run.name} ({differ_text}); list each "
+                              "dataset, seed, student and variant once.")
+
+
 def borrowed_teachers(study: Study, root: Path) -> dict[str, Path]:
-    """The teacher folders, per dataset, of the study named in `teachers_from` (see missing_teachers)."""
+    """The teacher folders, per dataset, of the study named in `teachers_from` (see missing_teachers); a name that
+    names no study folder is an error, dry run or not."""
     source = study.teachers_dir(root)
     if source.resolve() == study.study_dir(root).resolve():
         raise ConfigError(f"{study.path}: teachers_from {study.teachers_from!r} is this study's own folder; drop it "
                           "to train its teachers.")
+    if not (source / "teacher").is_dir():
+        known = sorted(p.parent.name for p in source.parent.glob("*/teacher") if p.is_dir())
+        raise ConfigError(f"{study.path}: teachers_from {study.teachers_from!r}: no study with teachers at {source} "
+                          f"(studies with teachers there: {', '.join(known) or 'none'}); run that study first, or "
+                          "fix the name.")
     return {d: source / "teacher" / d / "teacher" for d in study.datasets}
 
 
@@ -185,9 +214,10 @@ def ablation_variant_name(kind: str, v: AblationVariant, *, bert: bool = False) 
     return transfer_name(v.settings["transfer"], v.settings["transfer_size"])
 
 
-def plan_ablations(study: Study, study_dir: Path, teacher_dirs: dict[str, Path], data: str, models_dir: str,
-                   notebooks_dir: Path) -> list[Run]:
-    """The runs of the study's ablation section, after its other runs; none without an ablation: section."""
+def plan_ablations(study: Study, study_dir: Path, teacher_dirs: dict[str, Path], data: str,
+                   caches: dict[str, dict[str, str]], notebooks_dir: Path) -> list[Run]:
+    """The runs of the study's ablation section, after its other runs; none without an ablation: section. In-domain
+    vectors are kept in the study's own folder (they are pickles: no study loads another's)."""
     from kdlib.exam import AblationParams
     from kdlib.models import get_student
 
@@ -206,8 +236,8 @@ def plan_ablations(study: Study, study_dir: Path, teacher_dirs: dict[str, Path],
                         label = ablation_variant_name(stage.kind, v, bert=bert)
                         out = study_dir / name / dataset / f"{student}-{label}-s{seed}"
                         grid.append(Run(name, dataset, out.name, notebooks_dir / NOTEBOOKS[name], out, {
-                            **recipe_defaults(AblationParams), "embedding_dir": str(Path(models_dir) / "embeddings"),
-                            **study.distill_for(dataset, student), **stage.settings, **v.settings,
+                            **recipe_defaults(AblationParams), "embedding_dir": str(study_dir / "cache" / "embeddings"),
+                            **caches[dataset], **study.distill_for(dataset, student), **stage.settings, **v.settings,
                             "dataset": dataset, "student": student, "teacher_dir": str(teacher_dir),
                             "out_dir": str(out), "data_dir": data, "seed": seed, "threads": study.threads,
                             "student_options": {**study.student_options.get(student, {}), **v.student_options},
@@ -244,7 +274,7 @@ def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: 
 # same IndoNLU files elsewhere) does not make a finished run stale. Paths into the outputs folder (teacher_dir)
 # are compared relative to it, so a moved outputs folder does not either.
 NOT_SETTINGS = {"threads", "executed_notebook", "data_dir", "out_dir", "models_dir", "embedding_dir", "study_dir",
-                "baseline_dir"}
+                "baseline_dir", "cache_dir"}
 RECIPES = {"teacher": "TeacherParams", "distill": "DistillParams", "ablation-loss": "AblationParams",
            "ablation-embedding": "AblationParams", "ablation-augmentation": "AblationParams"}
 
@@ -274,8 +304,10 @@ def changed_settings(run: Run) -> list[str]:
     try:
         recorded = rundir.read_json(path)["parameters"]
         old_root = _outputs_root(recorded.get("out_dir") or run.out_dir)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return [f"its {path.name} is unreadable ({type(e).__name__}), so its settings are unknown"]
+    except (OSError, KdExamError, KeyError, TypeError, AttributeError) as e:
+        reason = "truncated or corrupt" if isinstance(e, KdExamError) else type(e).__name__
+        return [f"its {path.name} is unreadable ({reason}), so its settings are unknown; delete {run.out_dir} to "
+                "redo it"]
     new_root = _outputs_root(run.out_dir)
 
     def portable(value: Any) -> Any:
@@ -295,7 +327,7 @@ def _finished_at(run_dir: Path) -> float | None:
 
     try:
         return datetime.strptime(rundir.read_json(run_dir / rundir.DONE)["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, KdExamError, KeyError, TypeError, ValueError):
         return None
 
 
@@ -453,6 +485,7 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jo
             waiting.remove(run)
             if run.out_dir in redo and run.out_dir.exists():
                 shutil.rmtree(run.out_dir)  # now, not up front: a run that never starts keeps its old results
+            rundir.clean_temp_files(run.out_dir)  # a killed attempt's; nothing else writes in a run's folder
             future = c.submit(parallel.notebook_task, run.name, run.notebook, run.out_dir, run.parameters,
                               kernel, topic, key=f"{run.stage}-{uuid.uuid4().hex}")
             running[future], state[run.out_dir] = run, "running"
@@ -551,7 +584,7 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
             echo(f"{len(stale)} finished run(s) CHANGED: a real run refuses to start until you pass --rerun-changed "
                  "(or restore the old settings)")
         if missing:
-            echo(missing)
+            raise ConfigError(missing)  # the runs are listed; a real run would refuse to start
         return Summary(skipped=[r.name for r in runs])
     if missing:
         raise ConfigError(missing)

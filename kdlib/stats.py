@@ -185,7 +185,8 @@ def ablation_runs(stage_dir: str | os.PathLike, *, model: str | None = None,
     for path in sorted(Path(stage_dir).rglob(rundir.METRICS)):
         if not (rundir.is_done(path.parent) or path.parent.resolve() == include):
             continue
-        m = rundir.read_json(path)
+        if (m := rundir.read_or_skip(path)) is None:
+            continue
         if model and m.get("model") != model:
             continue
         emb, transfer = m.get("embedding") or {}, m.get("transfer") or {}
@@ -206,7 +207,7 @@ def ablation_runs(stage_dir: str | os.PathLike, *, model: str | None = None,
 
 def _predictions(run_dir: str) -> dict | None:
     path = Path(run_dir) / PREDICTIONS
-    return rundir.read_json(path) if path.exists() else None
+    return rundir.read_or_skip(path) if path.exists() else None  # None: a bootstrap over seeds only
 
 
 def _cell_interval(cell: pd.DataFrame) -> Interval:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -21,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from kdlib import losses
+from kdlib import losses, rundir
 from kdlib.data import IGNORE_INDEX, DatasetSpec
+from kdlib.errors import RunFolderError
 
 log = logging.getLogger(__name__)
 
@@ -235,12 +237,16 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
 
     `work_dir/checkpoint.pt` holds the state after the last finished epoch (model, optimiser, scheduler, RNG,
     history); a rerun with the same arguments resumes after it. `work_dir/best.pt` holds the best weights,
-    which are loaded into `model` before returning.
+    which are loaded into `model` before returning. Both hold tensors and plain values only and are read with
+    `weights_only=True`, so a run folder from elsewhere cannot run code when resumed. best.pt is written after
+    checkpoint.pt: a kill between the two leaves a checkpoint whose best epoch is its own last epoch, and resuming
+    rewrites best.pt from that checkpoint's weights.
     """
     from transformers import get_linear_schedule_with_warmup
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    rundir.clean_temp_files(work_dir)  # a killed attempt's half-written checkpoint
     set_seed(cfg.seed)
     loader = make_loader(train_features, collator, cfg.batch_size, shuffle=True, seed=cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -254,7 +260,7 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
 
     ckpt_path, best_path = work_dir / "checkpoint.pt", work_dir / "best.pt"
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = _load(ckpt_path)
         if state["config"] != asdict(cfg):
             raise ValueError(f"{ckpt_path} was written with other settings ({state['config']}); delete "
                              f"{work_dir} to start over with {asdict(cfg)}.")
@@ -265,6 +271,8 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
         result.history, result.best_epoch, result.best_valid = state["history"], state["best_epoch"], state["best_valid"]
         start_epoch, bad_epochs = state["epoch"], state["bad_epochs"]
         result.resumed_from_epoch = start_epoch
+        if result.best_epoch == start_epoch:  # killed between checkpoint.pt and best.pt, perhaps: its weights are best
+            _atomic_torch_save(state["model"], best_path)
         log.info("resuming %s after epoch %d", work_dir, start_epoch)
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -291,9 +299,9 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
                "lr": scheduler.get_last_lr()[0], "seconds": seconds, "examples_per_s": seen / max(seconds, 1e-9)}
         result.history.append(row)
         log.info("epoch %d: %s", epoch + 1, row)
-        if valid["f1"] > result.best_valid:
+        improved = valid["f1"] > result.best_valid
+        if improved:
             result.best_valid, result.best_epoch, bad_epochs = valid["f1"], epoch + 1, 0
-            _atomic_torch_save(model.state_dict(), best_path)
         else:
             bad_epochs += 1
         _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -301,13 +309,25 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
                             "history": result.history, "best_epoch": result.best_epoch,
                             "best_valid": result.best_valid, "epoch": epoch + 1, "bad_epochs": bad_epochs,
                             "config": asdict(cfg)}, ckpt_path)
+        if improved:  # after the checkpoint: best.pt is never newer than the best epoch it records
+            _atomic_torch_save(model.state_dict(), best_path)
     if best_path.exists():
-        model.load_state_dict(torch.load(best_path, weights_only=True))
+        model.load_state_dict(_load(best_path))
     result.train_seconds = sum(r["seconds"] for r in result.history)
     return result
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with rundir.atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _load(path: Path):
+    """A checkpoint of tensors and plain values; anything else (a pickled object, a truncated file) is refused."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it holds objects other than tensors and plain values, which could run code when loaded"
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        reason = f"truncated or corrupt ({type(e).__name__})"
+    raise RunFolderError(f"{path}: not loaded: {reason}; delete {path.parent} to start this run's training over.")

@@ -205,7 +205,7 @@ def test_kdexam_run_executes_the_three_ablation_notebooks(tmp_path, _tiny_master
         assert ("runner-up" in html) == (n > 1)  # the grid's last run shows the winners of the whole grid
     emb = stats.ablation_runs(study / "ablation-embedding").iloc[0]
     assert emb["embedding"] == "word2vec" and 0 <= emb["oov_rate"] < 1
-    kept = [p for p in (study.parent / "models" / "embeddings").iterdir() if not p.name.startswith(".")]  # not locks
+    kept = [p for p in (study / "cache" / "embeddings").iterdir() if not p.name.startswith(".")]  # not locks
     assert len(kept) == 1  # kept for the study's other runs
     aug = stats.ablation_runs(study / "ablation-augmentation").iloc[0]
     assert (aug["transfer"], aug["transfer_size"]) == ("tang", 2.0) and aug["transfer_examples"] > 40

@@ -57,7 +57,7 @@ def test_recipe_keys_are_distill_settings(tmp_path, tiny_data_dir):
     # the baseline: same embeddings and word dropout, the labelled train split only
     assert (no_kd["transfer"], no_kd["transfer_size"], no_kd["embedding"], no_kd["word_dropout"]) == (
         "train", 1.0, "word2vec", 0.25)
-    assert kd["embedding_dir"] == no_kd["embedding_dir"] == str(tmp_path / "out" / "models" / "embeddings")
+    assert kd["embedding_dir"] == no_kd["embedding_dir"] == str(tmp_path / "out" / "t" / "cache" / "embeddings")
     runner.check_parameters(list(runner.plan(study, data_dir=str(tiny_data_dir))))  # every key is a notebook parameter
 
 
@@ -65,8 +65,8 @@ def test_recipe_keys_are_distill_settings(tmp_path, tiny_data_dir):
     (("  epochs: 2\n", "  epochs: 2\n  transfer: tnag\n"), r"distill.transfer: 'tnag' is not a file"),
     (("  epochs: 2\n", "  epochs: 2\n  tranfser: tang\n"), r"distill: unknown key 'tranfser'"),
     (("  epochs: 2\n", "  epochs: 2\n  embedding: glove\n"), r"distill.embedding: 'glove' is not a file"),
-    (("  epochs: 2\n", "  epochs: 2\n  transfer_size: 0.5\n"), r"transfer_size: 0.5; a transfer set is >= 1"),
-    (("  epochs: 2\n", "  epochs: 2\n  word_dropout: -1\n"), r"word_dropout: -1; use 0 \(off\)"),
+    (("  epochs: 2\n", "  epochs: 2\n  transfer_size: 0.5\n"), r"distill.transfer_size: 0.5 is out of range; allowed: >= 1"),
+    (("  epochs: 2\n", "  epochs: 2\n  word_dropout: -1\n"), r"distill.word_dropout: -1 is out of range; allowed: >= 0"),
     (("distill: {epochs: 5}", "distill: {epochs: 5, transfer: tang}"), None),
 ])
 def test_recipe_keys_are_checked(edit, message, tmp_path, tiny_data_dir):
@@ -254,7 +254,8 @@ def test_moved_outputs_are_not_stale_but_unreadable_records_are(tmp_path, tiny_d
     assert runner.changed_settings(student) == []
     (student.out_dir / "params.json").write_text("{not json")
     assert runner.stale_runs(runs) == {student.out_dir: [
-        "its params.json is unreadable (JSONDecodeError), so its settings are unknown"]}
+        f"its params.json is unreadable (truncated or corrupt), so its settings are unknown; delete {student.out_dir} "
+        "to redo it"]}
     (student.out_dir / "params.json").unlink()  # made by hand (a notebook run in JupyterLab): taken as it is
     assert runner.stale_runs(runs) == {}
 
@@ -273,9 +274,12 @@ def test_teachers_from_reads_another_studys_finished_teachers(tmp_path, tiny_dat
     lender_runs = runner.plan(lender, data_dir=str(tiny_data_dir))
     params = write(tmp_path, TEACHERS_FROM + f"output_dir: {out}\n")
     lines = []
-    runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, echo=lines.append)
-    assert "teachers from" in lines[1] and "SOME MISSING" in lines[1]
-    assert re.search(r"teachers_from 'lender': no finished teacher for smsa in .*lender/teacher", lines[-1])
+    with pytest.raises(ConfigError, match="teachers_from 'lender': no study with teachers at .*lender"):
+        runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, echo=lines.append)
+    (out / "lender" / "teacher").mkdir(parents=True)  # the lender exists, its teacher is not finished
+    with pytest.raises(ConfigError, match="teachers_from 'lender': no finished teacher for smsa in .*lender/teacher"):
+        runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, echo=lines.append)
+    assert "teachers from" in lines[1] and "SOME MISSING" in lines[1]  # the runs are listed first
     with pytest.raises(ConfigError, match="no finished teacher for smsa"):  # a real run stops before anything runs
         runner.run_study(str(params), data_dir=str(tiny_data_dir), echo=lines.append)
 
@@ -285,6 +289,7 @@ def test_teachers_from_reads_another_studys_finished_teachers(tmp_path, tiny_dat
     assert runs[0].parameters["teacher_dir"] == str(out / "lender" / "teacher" / "smsa" / "teacher")
     assert runs[0].needs == (out / "lender" / "teacher" / "smsa" / "teacher",)
     assert runs[0].out_dir == out / "borrower" / "distill" / "smsa" / "bilstm-mse-s0"
+    assert runs[0].parameters["cache_dir"] == str(out / "borrower" / "cache" / "teacher" / "smsa")  # its own folder
     runner.check_parameters(runs)
     assert runner.missing_teachers(config.load_params(params), runner.REPO_ROOT) == ""
 

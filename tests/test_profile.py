@@ -209,7 +209,9 @@ def test_profile_section_plans_a_profile_per_dataset_then_the_analysis(tmp_path,
 @pytest.mark.parametrize("section, message", [
     ("profile: {run: 3}", "profile: unknown key 'run'"),
     ("profile: {runs: many}", "profile.runs: 'many' is a str"),
-    ("profile: {batch_sizes: [1, 0]}", "profile: value(s) out of range: batch_sizes [1, 0]"),
+    ("profile: {batch_sizes: [1, 0]}", "profile.batch_sizes: [1, 0] is out of range; allowed: a non-empty list "
+                                       "of distinct values, each >= 1."),
+    ("profile: {batch_sizes: [1, 1]}", "profile.batch_sizes: 1 is listed twice in [1, 1]"),
     ("profile: [1, 32]", "profile: expected a mapping"),
 ])
 def test_bad_profile_sections_name_the_problem(tmp_path, section, message):
