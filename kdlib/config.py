@@ -98,6 +98,7 @@ class Study:
 
     per_student: dict[str, dict] = field(default_factory=dict)  # student -> distill overrides
     student_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # student -> its own seeds
+    student_variants: dict[str, tuple[Variant, ...]] = field(default_factory=dict)  # student -> its own variants
 
     ablation: Ablation | None = None  # the ablation stages, when the file has an ablation: section
     profile: dict[str, Any] | None = None  # ProfileParams settings when the file has a profile: section
@@ -128,6 +129,10 @@ class Study:
         """The seeds a student runs with: per_student.S.seeds, else the study's seeds."""
         return self.student_seeds.get(student) or self.seeds
 
+    def variants_for(self, student: str) -> tuple[Variant, ...]:
+        """The variants a student runs: per_student.S.variants, else distill.variants."""
+        return self.student_variants.get(student) or self.variants
+
     def study_dir(self, root: Path) -> Path:
         base = Path(self.output_dir)
         return (base if base.is_absolute() else root / base) / self.name
@@ -141,7 +146,7 @@ def _per_student(raw: Any, where: str, base: Path, *, seeds_ok: bool = True) -> 
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of student name -> distill settings.")
-    extra = {"seeds"} if seeds_ok else set()  # the top-level per_student only: seeds are the study's plan
+    extra = {"seeds", "variants"} if seeds_ok else set()  # the top-level per_student only: the study's plan
     return {get_student(str(name)).name: _distill_section(section or {}, extra, f"{where}.{name}", base)
             for name, section in raw.items()}
 
@@ -158,6 +163,22 @@ def _student_seeds(raw: Any, where: str) -> dict[str, tuple[int, ...]]:
                     len(set(seeds)) != len(seeds):
                 raise ConfigError(f"{where}.{name}.seeds: a non-empty list of distinct integers, got {seeds!r}.")
             out[get_student(str(name)).name] = tuple(seeds)
+    return out
+
+
+def _student_variants(raw: Any, where: str) -> dict[str, tuple[Variant, ...]]:
+    """per_student.S.variants: a student distilled with other variants than distill.variants (e.g. KD only)."""
+    from kdlib.models import get_student
+
+    out = {}
+    for name, section in (raw or {}).items():
+        if isinstance(section, dict) and "variants" in section:
+            values = section["variants"]
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}.{name}.variants: a non-empty list of variants, got {values!r}.")
+            variants = tuple(_variant(v, f"{where}.{name}.variants[{i}]") for i, v in enumerate(values))
+            _distinct(variants, f"{where}.{name}.variants")
+            out[get_student(str(name)).name] = variants
     return out
 
 
@@ -353,6 +374,7 @@ def load_params(path: str | os.PathLike) -> Study:
             "students": _dataset_students(section.get("students"), students, f"{where}.students")}
     per_student = _per_student(raw.get("per_student"), f"{path}: per_student", base)
     student_seeds = _student_seeds(raw.get("per_student"), f"{path}: per_student")
+    student_variants = _student_variants(raw.get("per_student"), f"{path}: per_student")
     threads = raw.get("threads", 0)
     if not _type_ok(threads, int):
         raise ConfigError(f"{path}: threads must be an integer, got {threads!r}.")
@@ -362,6 +384,7 @@ def load_params(path: str | os.PathLike) -> Study:
                  output_dir=str(raw.get("output_dir", "outputs")), threads=threads, teacher=teacher,
                  students=students, variants=variants, distill=distill, student_options=options,
                  per_dataset=per_dataset, per_student=per_student, student_seeds=student_seeds,
+                 student_variants=student_variants,
                  ablation=_ablation(raw.get("ablation"), path, students, datasets),
                  profile=_profile(raw.get("profile", False), path, datasets),
                  tracking=_tracking(raw.get("tracking"), path),

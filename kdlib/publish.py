@@ -2,7 +2,8 @@
 
 `kdexam report --study outputs/S --publish reports/S` writes:
 
-- `runs.csv`: one row per finished run (kdlib.report.collect's columns; run_dir relative to the study folder);
+- `runs.csv`: one row per finished run (kdlib.report.collect's columns; run_dir relative to the study folder). A
+  republish keeps the rows of runs that are no longer on this machine (a long study runs over several sessions);
 - `tables/`: test F1 per dataset and model, KD against no KD per student with a paired bootstrap 95% CI, each
   student's gap to its teacher, and each teacher against its dataset's no-KD BiLSTM (a teacher that does not beat
   it cannot teach it);
@@ -92,6 +93,26 @@ def _in_model_order(table: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(keys, key=lambda c: c.map(order) if c.name == "model" else c).reset_index(drop=True)
 
 
+def merge_published(frame: pd.DataFrame, study_dir: Path, runs_csv: Path) -> tuple[pd.DataFrame, int]:
+    """This machine's finished runs plus the rows of an earlier runs.csv for runs not here (finished in an earlier
+    session or on another machine, whose folders are gone): a long study is published part by part. A run found
+    here replaces its old row. Returns the union and how many old rows it kept."""
+    if not runs_csv.is_file():
+        return frame, 0
+    try:
+        old = pd.read_csv(runs_csv)
+    except (ValueError, OSError) as e:
+        raise KdExamError(f"{runs_csv}: unreadable ({e}); restore it from git or delete it to publish this machine's "
+                          "runs only.") from None
+    if "run_dir" not in old.columns:
+        raise KdExamError(f"{runs_csv}: has no run_dir column, so it is not a kd-exam runs.csv; restore or delete it.")
+    here = set(relative_runs(frame, study_dir)["run_dir"])
+    kept = old[~old["run_dir"].isin(here)]
+    kept = kept.assign(run_dir=[str(study_dir / d) for d in kept["run_dir"]])  # no folder: CIs fall back to seeds
+    merged = pd.concat([kept.astype(frame.dtypes.to_dict(), errors="ignore"), frame], ignore_index=True)
+    return merged[frame.columns], len(kept)
+
+
 def relative_runs(frame: pd.DataFrame, study_dir: Path) -> pd.DataFrame:
     """runs.csv: run folders relative to the study, so the file reads the same on any machine."""
     root = study_dir.resolve()
@@ -150,8 +171,9 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     frame = report.collect(study_dir)
     if frame.empty:
         raise KdExamError(f"no finished run under {study_dir}: nothing to publish.")
+    frame, kept = merge_published(frame, study_dir, out_dir / "runs.csv")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("tables", "figures"):  # a republished folder holds this study's current results only
+    for stale in ("tables", "figures"):  # tables and figures are redrawn from runs.csv every time
         shutil.rmtree(out_dir / stale, ignore_errors=True)
     relative_runs(frame, study_dir).to_csv(out_dir / "runs.csv", index=False)
     quality = frame[frame["stage"].isin(report.QUALITY_STAGES)]
@@ -169,7 +191,7 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
         report.save_figure(plot_kd_margins(tables["kd_vs_no_kd"]), out_dir, "kd_margins")
         plt.close("all")
     _copy_analysis(study_dir, out_dir)
-    (out_dir / "README.md").write_text(_readme(study_dir, frame, tables, command), encoding="utf-8")
+    (out_dir / "README.md").write_text(_readme(study_dir, frame, tables, command, kept), encoding="utf-8")
     size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
     if size > MAX_MB:
         raise KdExamError(f"{out_dir} holds {size:.1f} MiB, over the {MAX_MB} MiB a published study may take; "
@@ -188,16 +210,18 @@ def _copy_analysis(study_dir: Path, out_dir: Path) -> None:
         shutil.copytree(analysis / "figures", out_dir / "figures" / "analysis", dirs_exist_ok=True)
 
 
-def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], command: str) -> str:
-    envs = [rundir.read_json(Path(d) / rundir.METRICS).get("environment") or {} for d in frame["run_dir"][:1]]
-    env = envs[0] if envs else {}
+def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], command: str, kept: int) -> str:
+    here = [Path(d) / rundir.METRICS for d in frame["run_dir"] if (Path(d) / rundir.METRICS).is_file()]
+    env = (rundir.read_json(here[0]).get("environment") or {}) if here else {}
     problems = teacher_problems(frame)
     capped = report.capped_note(frame[frame["stage"].isin(report.QUALITY_STAGES)])
     parts = [
         f"# Study `{study_dir.name}`: published results",
         f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command or 'kdexam report --publish'}` from "
-        f"{len(frame)} finished runs. Machine of the first run: {env.get('cpu', '?')}, {env.get('cores', '?')} cores, "
-        f"torch {env.get('torch', '?')}. Test F1 (%) with IndoNLU's metric; `runs.csv` has every run.",
+        f"{len(frame)} finished runs ({kept} of them from an earlier publish, whose folders are not on this machine: "
+        f"their CIs rest on seeds only). Machine of this publish's first run: {env.get('cpu', '?')}, "
+        f"{env.get('cores', '?')} cores, torch {env.get('torch', '?')}. Test F1 (%) with IndoNLU's metric; `runs.csv` "
+        "has every run.",
         *(["**Problems:** " + "; ".join(problems) + "."] if problems else []),
         *([capped] if capped else []),
         "## Test F1 per dataset (mean ± sd over seeds)", _markdown(tables["f1"]),

@@ -95,7 +95,7 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
                 continue
             for seed in study.seeds_for(student):
                 dirs = {v: study_dir / "distill" / dataset / f"{student}-{variant_name(v)}-s{seed}"
-                        for v in study.variants}
+                        for v in study.variants_for(student)}
                 baseline = next((d for v, d in dirs.items() if v.loss == "ce"), None)
                 settings = study.distill_for(dataset, student)
                 _check_transfer(settings, dataset, f"{study.path}: {dataset} x {student}")

@@ -80,15 +80,19 @@ def test_recipe_keys_are_checked(edit, message, tmp_path, tiny_data_dir):
 
 def test_word_settings_of_the_shared_recipe_reach_word_students_only_and_seeds_per_student(tmp_path, tiny_data_dir):
     text = GOOD.replace("  epochs: 2\n", "  epochs: 2\n  embedding: word2vec\n  word_dropout: 0.25\n").replace(
-        "bert-tiny: {epochs: 7}", "bert-tiny: {epochs: 7, seeds: [0]}")
+        "bert-tiny: {epochs: 7}", "bert-tiny: {epochs: 7, seeds: [0], variants: [mse]}")
     study = config.load_params(write(tmp_path, text))
     assert study.distill_for("smsa", "bilstm")["embedding"] == "word2vec"
     assert "embedding" not in study.distill_for("smsa", "bert-tiny")  # a BERT student reads sub-words
     runs = [r for r in runner.plan(study, data_dir=str(tiny_data_dir)) if r.stage == "distill"]
     assert {r.parameters["seed"] for r in runs if r.parameters["student"] == "bert-tiny"} == {0}
     assert {r.parameters["seed"] for r in runs if r.parameters["student"] == "bilstm"} == {0, 1}
+    assert {r.parameters["loss"] for r in runs if r.parameters["student"] == "bert-tiny"} == {"mse"}  # KD only
+    assert {r.parameters["loss"] for r in runs if r.parameters["student"] == "bilstm"} == {"mse", "ce", "kl"}
     with pytest.raises(ConfigError, match=r"per_student.bert-tiny.seeds: a non-empty list of distinct integers"):
-        config.load_params(write(tmp_path, text.replace("seeds: [0]}", "seeds: [0, 0]}")))
+        config.load_params(write(tmp_path, text.replace("seeds: [0],", "seeds: [0, 0],")))
+    with pytest.raises(ConfigError, match=r"unknown loss 'msee'"):
+        config.load_params(write(tmp_path, text.replace("variants: [mse]}", "variants: [msee]}")))
     with pytest.raises(ConfigError, match=r"per_dataset.nergrit.per_student.bilstm: unknown key 'seeds'"):
         config.load_params(write(tmp_path, text.replace("distill: {epochs: 5}",
                                                         "distill: {epochs: 5}, per_student: {bilstm: {seeds: [0]}}")))

@@ -79,3 +79,26 @@ def rundir_frame(study):
     from kdlib import report
 
     return report.collect(study)
+
+
+def test_a_republish_keeps_the_runs_of_earlier_sessions(study, tmp_path):
+    import shutil
+
+    out = tmp_path / "reports" / "s"
+    publish.publish(study, out)
+    before = pd.read_csv(out / "runs.csv")
+    shutil.rmtree(study / "distill" / "smsa")  # a new machine: the smsa students' folders are gone
+    rundir.write_json(study / "distill" / "smsa" / "cnn-no-kd-s0" / rundir.METRICS, {
+        "stage": "distill", "dataset": "smsa", "model": "cnn", "variant": "no-kd", "seed": 0, "kd": False, "f1": 0.7,
+        "valid": {"f1": 0.7}, "parameters": 10})
+    rundir.mark_done(study / "distill" / "smsa" / "cnn-no-kd-s0")
+    publish.publish(study, out)
+    after = pd.read_csv(out / "runs.csv")
+    assert len(after) == len(before) + 1 and set(before["run_dir"]) < set(after["run_dir"])
+    kd = pd.read_csv(out / "tables" / "kd_vs_no_kd.csv")
+    smsa = kd[(kd["dataset"] == "smsa") & (kd["model"] == "bilstm")].iloc[0]
+    assert smsa["margin"] == pytest.approx(6.0)  # from the kept rows: a seed-paired CI
+    assert "from an earlier publish" in (out / "README.md").read_text()
+    (out / "runs.csv").write_text("not,a\nruns file\n")
+    with pytest.raises(Exception, match="has no run_dir column"):
+        publish.publish(study, out)
