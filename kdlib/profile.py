@@ -167,7 +167,7 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_
         max_words = (model.metrics.get("params") or {}).get("max_words", 256)
         feats = test_ds.map(data.encode_for_words, batched=True, remove_columns=test_ds.column_names,
                             fn_kwargs={"vocab": vocab, "spec": spec, "max_words": max_words}).to_list()
-        keys = ("word_ids", "lengths")
+        keys = models.load_model(model.model_dir).input_keys  # word_ids, lengths (, case_ids)
         collator = Collator(pad_id=vocab.pad_id)
     else:
         own = (model.model_dir / "tokenizer_config.json").is_file()  # BERT students share the teacher's otherwise
@@ -228,6 +228,8 @@ class Timing:
     mean_ms: float
     examples_per_s: float
     runs: int
+    p25_ms: float = float("nan")  # the interquartile range of the timed batches: how far to trust the median
+    p75_ms: float = float("nan")
 
 
 def time_interleaved(fns: dict[str, Callable[[dict], Any]], batches: dict[str, Sequence[dict]], warmup: int,
@@ -257,8 +259,10 @@ def time_batches(fn: Callable[[dict], Any], batches: Sequence[dict], warmup: int
 
 def _timing(seconds: Sequence[float], examples: int) -> Timing:
     ms = 1000 * np.asarray(seconds)
+    p25, p75 = np.percentile(ms, [25, 75])
     return Timing(median_ms=float(np.median(ms)), p90_ms=float(np.percentile(ms, 90)), mean_ms=float(ms.mean()),
-                  examples_per_s=examples / max(float(np.sum(seconds)), 1e-12), runs=len(ms))
+                  examples_per_s=examples / max(float(np.sum(seconds)), 1e-12), runs=len(ms), p25_ms=float(p25),
+                  p75_ms=float(p75))
 
 
 def resolve_threads(thread_counts: Sequence[int]) -> list[int]:
@@ -286,6 +290,8 @@ class PositionalModel(nn.Module):
         batch = dict(zip(self.keys, tensors))
         if self.right_pad:  # see export_onnx: keeps a CNN's "pad to the widest kernel" out of the trace
             batch["word_ids"] = F.pad(batch["word_ids"], (0, self.right_pad), value=self.model.config["pad_id"])
+            if "case_ids" in batch:  # padding words are case 0 ("pad")
+                batch["case_ids"] = F.pad(batch["case_ids"], (0, self.right_pad), value=0)
         return self.model(batch).logits
 
 

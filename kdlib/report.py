@@ -166,7 +166,8 @@ ENGINE_COLUMNS = {"torch": ("size_mb", "ram_mb"), "onnx": ("onnx_mb", "onnx_ram_
 MODEL_COLUMNS = ["dataset", "model", "parameters", "size_mb", "onnx_mb", "int8_mb", "ram_mb", "onnx_ram_mb",
                  "int8_ram_mb", "f1_torch", "f1_onnx", "f1_int8", "onnx_max_abs_diff", "onnx_match", "cpu",
                  "profile_dir"]
-LATENCY_COLUMNS = ["dataset", "model", "engine", "threads", "batch", "inputs", "median_ms", "p90_ms", "mean_ms",
+LATENCY_COLUMNS = ["dataset", "model", "engine", "threads", "batch", "inputs", "median_ms", "p25_ms", "p75_ms",
+                   "p90_ms", "mean_ms",
                    "examples_per_s", "runs", "mean_width"]
 
 
@@ -221,8 +222,11 @@ def costs(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real
         raise KdExamError(f"the profiles under {study_dir} have no latency at threads={threads}, inputs={inputs!r}; "
                           f"they have threads {sorted(latency['threads'].unique().tolist())} and inputs "
                           f"{sorted(latency['inputs'].unique().tolist())}.")
-    wide = chosen.pivot_table(index=["dataset", "model"], columns=["engine", "batch"], values="median_ms")
-    wide.columns = [f"{engine}_ms_b{batch}" for engine, batch in wide.columns]
+    spread = [c for c in ("p25_ms", "p75_ms") if c in chosen and chosen[c].notna().any()]  # older profiles: none
+    wide = chosen.pivot_table(index=["dataset", "model"], columns=["engine", "batch"],
+                              values=["median_ms", *spread])
+    wide.columns = [f"{engine}_ms_b{batch}" + ("" if value == "median_ms" else f"_{value[:3]}")
+                    for value, engine, batch in wide.columns]
     out = models.merge(wide.reset_index(), on=["dataset", "model"], how="left")
     out["threads"], out["inputs"] = threads, inputs
     return out
@@ -614,10 +618,27 @@ def recommend(board: pd.DataFrame, *, dataset: str | None = None, max_latency_ms
         fits = d[[all(float(r[cols[k]]) <= v for k, v in limits.items()) for _, r in d.iterrows()]]
         if not fits.empty:
             best = fits.sort_values(["f1", cols["latency"]], ascending=[False, True]).iloc[0]
-            out.append(Recommendation(key, best["model"], _describe(best, cols, engine, batch), best.to_dict()))
+            text = _describe(best, cols, engine, batch) + _near_the_limit(d, best, limits.get("latency"), cols)
+            out.append(Recommendation(key, best["model"], text, best.to_dict()))
         else:
-            out.append(Recommendation(key, None, _nothing_fits(key, d, limits, cols)))
+            text = _nothing_fits(key, d, limits, cols) + _near_the_limit(d, None, limits.get("latency"), cols)
+            out.append(Recommendation(key, None, text))
     return out
+
+
+def _near_the_limit(d: pd.DataFrame, best, limit: float | None, cols: dict[str, str]) -> str:
+    """A note naming the students whose latency spread (interquartile range over the timed batches) holds the
+    latency limit: on another run of the profile they may fall on the other side of it, so the answer may change."""
+    low, high = cols["latency"] + "_p25", cols["latency"] + "_p75"
+    if limit is None or low not in d or high not in d:
+        return ""
+    near = d[(d[low] <= limit) & (d[high] >= limit)]
+    if near.empty:
+        return ""
+    parts = [f"{r['model']} {r[low]:.2f}-{r[high]:.2f} ms" for _, r in near.iterrows()]
+    chosen = best is not None and best["model"] in set(near["model"])
+    return (f". CAUTION: the limit {limit:g} ms lies inside the measured spread (25th-75th percentile) of "
+            f"{', '.join(parts)}; {'this pick' if chosen else 'the answer'} may change on another measurement")
 
 
 def _describe(r, cols: dict[str, str], engine: str, batch: int) -> str:

@@ -108,15 +108,17 @@ def test_onnx_matches_pytorch_on_every_task_shape_and_width(key, student, _tiny_
     vocab = data.Vocab.build(data.example_words(ex, spec) for ex in ds)
     torch.manual_seed(0)
     options = {"emb_dim": 8, "hidden": 8} if student == "bilstm" else {"emb_dim": 8, "filters": 4}
+    options["case_dim"] = 4 if key in ("casa", "nergrit") else 0  # the case feature is an ONNX input too
     model = models.build_student(student, spec, vocab=vocab, **options).eval()
     feats = ds.map(data.encode_for_words, batched=True, remove_columns=ds.column_names,
                    fn_kwargs={"vocab": vocab, "spec": spec}).to_list()
-    keys = ("word_ids", "lengths", "word_index") if spec.is_tagging else ("word_ids", "lengths")
+    keys = model.input_keys + (("word_index",) if spec.is_tagging else ())
+    assert ("case_ids" in keys) == bool(options["case_dim"])
     collate = lambda fs: {k: v for k, v in Collator()(fs).items() if k in keys}  # noqa: E731
     feats.sort(key=lambda f: len(f["word_ids"]))
     path = profile.export_onnx(model, collate([feats[-1], feats[len(feats) // 2]]), keys, tmp_path / "m.onnx")
     session = profile.OrtModel(profile.onnx_session(path, 1), keys)
-    short = {**feats[0], "word_ids": feats[0]["word_ids"][:2]}
+    short = {**feats[0], "word_ids": feats[0]["word_ids"][:2], "case_ids": feats[0]["case_ids"][:2]}
     if spec.is_tagging:
         short["word_index"] = [i if i < 2 else -1 for i in feats[0]["word_index"]]
     batches = [collate([short]), collate(feats[:7]), collate(feats[-3:]), collate([feats[5]])]

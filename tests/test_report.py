@@ -243,3 +243,22 @@ def test_run_table_marks_runs_that_resumed_after_an_interrupt():
     table = report.run_table(df)
     assert table["model"].tolist() == ["teacher", "bilstm", "cnn"]
     assert table["wall s"].tolist() == ["20 (resumed)", "40", "40 (resumed)"]
+
+
+def test_recommend_says_when_the_limit_falls_inside_a_latency_spread(board):
+    board = board.assign(torch_ms_b1_p25=board["torch_ms_b1"] * 0.8, torch_ms_b1_p75=board["torch_ms_b1"] * 1.3)
+    (rec,) = report.recommend(board, dataset="smsa", max_latency_ms=3.5)  # bert-tiny: 3.0 ms, spread 2.4-3.9
+    assert rec.model == "bert-tiny"
+    assert "CAUTION: the limit 3.5 ms lies inside the measured spread" in rec.message and "bert-tiny 2.40-3.90 ms" in rec.message
+    assert "this pick may change" in rec.message
+    (rec,) = report.recommend(board, dataset="smsa", max_latency_ms=10)  # every spread below the limit
+    assert "CAUTION" not in rec.message
+    (rec,) = report.recommend(board, dataset="smsa", max_latency_ms=0.45)  # cnn 0.5 ms: nothing fits, but it may
+    assert rec.model is None and "cnn 0.40-0.65 ms" in rec.message and "the answer may change" in rec.message
+
+
+def test_timing_reports_the_interquartile_range():
+    from kdlib import profile
+
+    t = profile._timing([0.001, 0.002, 0.003, 0.004, 0.005], 5)
+    assert (t.p25_ms, t.median_ms, t.p75_ms) == pytest.approx((2.0, 3.0, 4.0))
