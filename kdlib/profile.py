@@ -75,6 +75,7 @@ class ProfileParams:
     max_test_examples: int | None = None  # test examples scored for each engine's F1; None = all
     atol: float = 1e-3  # largest accepted |ONNX - PyTorch| logit difference
     seed: int = 0  # which test examples form the real batches
+    reference: str = ""  # "bert-base": also time a BERT-base-shaped model (random weights, cost only); "": none
 
 
 # The range of every ProfileParams setting, by field name (kdlib.limits); checked when a params file loads and by
@@ -83,7 +84,7 @@ LIMITS: dict[str, limits.Limit] = {
     "thread_counts": limits.distinct(limits.THREADS), "batch_sizes": limits.distinct(limits.COUNT),
     "input_kinds": limits.distinct(limits.one_of(*INPUT_KINDS)), "fixed_length": limits.COUNT,
     "warmup": limits.at_least(0), "runs": limits.COUNT, "max_test_examples": limits.COUNT, "atol": limits.RATE,
-    "seed": limits.SEED,
+    "seed": limits.SEED, "reference": limits.one_of("", "bert-base"),
 }
 
 
@@ -623,6 +624,8 @@ All models are loaded, scored and exported first; then each setting times them i
     work = out / "onnx"
     work.mkdir(parents=True, exist_ok=True)
     found = find_models(study, spec.key)
+    if p.reference:
+        found.append(reference_model(p.reference, spec, found[0].run_dir, work / "reference"))
     env = machine()  # before measuring: its load average says how busy the machine was
     test = data.load_split(spec.key, "test", p.data_dir)
     order = np.random.default_rng(p.seed).permutation(len(test)).tolist()
@@ -695,6 +698,50 @@ def speedup_table(profile: dict, inputs: str = "real") -> "pd.DataFrame":  # noq
                             zip(df["threads"], df["batch"], df["median_ms"])])
     table = df.pivot_table(index="model", columns=["engine", "threads", "batch"], values="speedup")
     return table.reindex([m["model"] for m in profile["models"]]).round(1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A reference for cost only: the paper's teacher is BERT-base (IndoBERT-base: 12 layers, hidden 768, 50,000 pieces,
+# 124.4M parameters), larger than our offline e5-small; a random model of that shape, fed the teacher's sub-words,
+# costs what it would cost, so speed-ups can be given against it too. Its F1 means nothing and is never reported.
+
+REFERENCES = {"bert-base": dict(vocab_size=50000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                intermediate_size=3072, max_position_embeddings=512)}
+REFERENCE_NAME = "{} (timing only)"
+
+
+def reference_model(name: str, spec: data.DatasetSpec, teacher_dir: Path, out_dir: Path) -> ProfiledModel:
+    """A random model of the reference's shape with the dataset's head, saved in out_dir/model; the teacher's
+    tokenizer ids beyond its vocabulary read UNK (a VocabMap), which costs what a 50,000-piece vocabulary costs."""
+    from transformers import AutoTokenizer, BertConfig
+
+    if name not in REFERENCES:
+        raise ConfigError(f"reference {name!r}: known references are {', '.join(REFERENCES)} (or \"\" for none).")
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir / "model")
+    shape = REFERENCES[name]
+    config = BertConfig(**shape, pad_token_id=min(tokenizer.pad_token_id, shape["vocab_size"] - 1))
+    vocab_map = models.VocabMap(kept_ids=list(range(shape["vocab_size"])), source_size=len(tokenizer),
+                                unk_id=tokenizer.unk_token_id if tokenizer.unk_token_id < shape["vocab_size"] else 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = models.BertTaskModel(models.BertTaskModel.from_config(config, spec).hf, spec, vocab_map)
+    model.save_pretrained(out_dir / "model")
+    return ProfiledModel(REFERENCE_NAME.format(name), out_dir, {"variant": "random weights"})
+
+
+def reference_speedups(profile: dict, reference: str = "bert-base", inputs: str = "real") -> "pd.DataFrame":  # noqa: F821
+    """The reference's PyTorch median / each model's median: × faster than a BERT-base-shaped teacher."""
+    import pandas as pd
+
+    df = pd.DataFrame(profile["latency"])
+    df = df[df["inputs"] == inputs]
+    ref = df[(df["model"] == REFERENCE_NAME.format(reference)) & (df["engine"] == "torch")]
+    ref = ref.set_index(["threads", "batch"])["median_ms"]
+    if ref.empty:
+        return pd.DataFrame()
+    df = df.assign(speedup=[ref.get((t, b), np.nan) / ms for t, b, ms in
+                            zip(df["threads"], df["batch"], df["median_ms"])])
+    return df.pivot_table(index="model", columns=["engine", "threads", "batch"], values="speedup").round(1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -190,8 +190,11 @@ def test_kdexam_run_executes_notebooks_then_skips_and_resumes(tmp_path, _tiny_ma
     assert "CAPPED train sets (a fixed random subset of the split, for speed): nergrit bilstm 30 of 40; " in out
     assert "teacher" not in out.split("CAPPED")[1]  # the teachers read the whole (tiny) split
     assert cli.main(["report", "--study", str(study), "--runs"]) == 0
-    rows = capsys.readouterr().out.split("every run:")[1].splitlines()[2:]
+    printed = capsys.readouterr().out
+    rows = printed.split("every run:")[1].split("\n\n")[0].splitlines()[2:]
     assert len(rows) == 6 and rows[0].split()[:2] == ["nergrit", "teacher"]  # 2 teachers + 2 x 2 students
+    kd = printed.split("KD against no KD per student")[1].splitlines()[2:]
+    assert [r.split()[:2] for r in kd] == [["nergrit", "bilstm"], ["smsa", "bilstm"]]
 
 
 def test_kdexam_run_reports_failures_and_exit_1(tmp_path, _tiny_master, capsys):

@@ -222,3 +222,24 @@ def test_bad_profile_sections_name_the_problem(tmp_path, section, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
                        .replace(")", r"\)")):
         config.load_params(path)
+
+
+def test_a_bert_base_shaped_reference_is_timed_beside_the_models(study, _tiny_master, monkeypatch):
+    """The reference's cost is a random model of the reference's shape (here shrunk, so the test stays fast)."""
+    monkeypatch.setitem(profile.REFERENCES, "bert-base", dict(vocab_size=40, hidden_size=16, num_hidden_layers=3,
+                                                              num_attention_heads=2, intermediate_size=32,
+                                                              max_position_embeddings=128))
+    out = study / "profile" / "smsa" / "with-reference"
+    p = profile.ProfileParams(study_dir=str(study), dataset="smsa", out_dir=str(out), data_dir=str(_tiny_master),
+                              thread_counts=[1], batch_sizes=[1], input_kinds=["real"], warmup=1, runs=3,
+                              memory=False, onnx=False, int8=False, max_test_examples=8, reference="bert-base")
+    prof = profile.run_profile(p).profile
+    name = "bert-base (timing only)"
+    ref = next(m for m in prof["models"] if m["model"] == name)
+    reloaded = models.load_model(out / "onnx" / "reference" / "model")
+    assert reloaded.hf.config.num_hidden_layers == 3 and reloaded.word_embeddings().num_embeddings == 40
+    assert ref["parameters"] == models.count_parameters(reloaded)
+    speed = profile.reference_speedups(prof)
+    assert speed.loc[name].iloc[0] == pytest.approx(1.0) and set(speed.index) >= {"teacher", "bilstm", name}
+    with pytest.raises(ConfigError, match="reference 'gpt'"):
+        profile.reference_model("gpt", data.get_spec("smsa"), study / "teacher" / "smsa" / "teacher", out / "x")
