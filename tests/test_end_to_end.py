@@ -199,8 +199,11 @@ def test_kdexam_run_executes_notebooks_then_skips_and_resumes(tmp_path, _tiny_ma
 
 def test_kdexam_run_reports_failures_and_exit_1(tmp_path, _tiny_master, capsys):
     params = tmp_path / "study.yaml"
+    pool = tmp_path / "pool.txt"  # a file when the study loads, unreadable when the KD run reads it
+    pool.write_bytes(b"teks satu\nteks \xff dua\n")
     params.write_text(textwrap.dedent(STUDY.format(out=tmp_path / "out")).replace("[smsa, nergrit]", "[keps]")
-                      .replace("epochs: 2", "epochs: 2\n  lr: -1.0"))
+                      .replace("epochs: 2", f"epochs: 2\n  transfer: {pool}\n  transfer_size: 2"))
     assert cli.main(["run", str(params), "--data-dir", str(_tiny_master)]) == 1
     out = capsys.readouterr().out
-    assert "failed 2" in out and "FAILED distill/keps/bilstm-no-kd-s0" in out and "02_distill.ipynb" in out
+    assert "failed 1" in out and "FAILED distill/keps/bilstm-mse-s0" in out and "02_distill.ipynb" in out
+    assert "pool.txt:2: not valid UTF-8" in out  # the notebook's one-line error, in the summary
