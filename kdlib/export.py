@@ -219,7 +219,7 @@ def _export_info(p: ExportParams, pm, spec: data.DatasetSpec, keys: Sequence[str
     return {
         "format": predict.FORMAT_VERSION, "model": asdict(model), "student": metrics["model"],
         "variant": metrics.get("variant"), "seed": metrics.get("seed"), "metric": spec.metric,
-        "test_f1": metrics.get("f1"), "valid_f1": _valid_f1(metrics), "teacher_f1": metrics.get("teacher_f1"),
+        "test_f1": metrics.get("f1"), "valid_f1": (metrics.get("valid") or {}).get("f1"), "teacher_f1": metrics.get("teacher_f1"),
         "teacher": {"run_dir": str(teacher_dir), "base_model": teacher_info.get("base_model"),
                     "pooling": teacher_info.get("pooling"), "test_f1": teacher_metrics.get("f1")},
         "recipe": {k: metrics.get(k) for k in ("stage", "loss", "alpha", "temperature", "kd", "lr", "best_epoch",

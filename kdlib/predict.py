@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from kdlib.errors import KdExamError
 
 EXPORT_CONFIG = "export.json"
 LABELS_FILE = "labels.json"
-MODEL_FILES = {False: "model.onnx", True: "model.int8.onnx"}  # int8?
+MODEL_FILES = {False: "model.onnx", True: "model.int8.onnx"}  # by int8
 VOCAB_FILE = "vocab.json"  # word students: kdlib.data.Vocab's file
 TOKENIZER_FILE = "tokenizer.json"  # BERT students: a `tokenizers` file
 FORMAT_VERSION = 1
@@ -82,7 +82,7 @@ def read_config(export_dir: str | os.PathLike) -> dict:
 
 
 def _config(info: dict) -> ExportConfig:
-    names = {f for f in ExportConfig.__dataclass_fields__}
+    names = {f.name for f in fields(ExportConfig)}
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in info["model"].items() if k in names}
     return ExportConfig(**values)
 
