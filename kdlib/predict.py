@@ -129,7 +129,7 @@ class Predictor:
 
     def labels(self, inputs: Sequence[Any]) -> list:
         """Label ids per input: an id (single, pair), one per aspect, or one per word (tagging), as training does."""
-        return [_label_ids(lg, self.config.fallback) for lg in self.logits(inputs)]
+        return [label_ids(lg, self.config.fallback) for lg in self.logits(inputs)]
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ class Predictor:
     def _result(self, example: dict, logits: np.ndarray) -> dict:
         labels = self.config.labels
         if self.config.is_tagging:
-            tags = [labels[i] for i in _label_ids(logits, self.config.fallback)]
+            tags = [labels[i] for i in label_ids(logits, self.config.fallback)]
             tokens = list(example["tokens"])
             spans = [{"type": kind, "start": s, "end": e, "text": " ".join(tokens[s:e])}
                      for s, e, kind in metrics._spans(tags)]
@@ -332,7 +332,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def _label_ids(logits: np.ndarray, fallback: int):
+def label_ids(logits: np.ndarray, fallback: int):
     """Arg-max ids as kdlib.train.predictions: a word without logits (NaN) gets `fallback`."""
     ids = np.where(np.isnan(logits).any(axis=-1), fallback, np.nan_to_num(logits, nan=-np.inf).argmax(axis=-1))
     return ids.tolist()

@@ -62,6 +62,7 @@ def _check(result, key: str) -> dict:
         assert (result.out_dir / name).is_file(), name
     parity = info["parity"]
     assert parity["test_examples"] == 40 and parity["onnx"]["agreement"] >= export.PARITY_MIN, parity
+    assert parity["onnx"]["max_abs_logit_diff"] <= 1e-3, parity
     assert parity["onnx"]["f1"] == pytest.approx(parity["f1_trained"]) == pytest.approx(info["test_f1"])
     card = (result.out_dir / "MODEL_CARD.md").read_text()
     assert f"{100 * parity['int8_f1_change']:+.2f}" in card and data.get_spec(key).name in card
