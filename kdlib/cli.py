@@ -292,15 +292,14 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 def _recommend(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kdlib import report
+    from kdlib import export, report
 
     study = Path(args.study)
     if not study.is_dir():
         raise KdExamError(f"study folder {study} not found; run `kdexam run PARAMS` first (studies live in outputs/).")
-    board = report.scoreboard(report.study_frame(study, threads=args.threads, inputs=args.inputs))
-    recs = report.recommend(board, dataset=args.dataset, max_latency_ms=args.max_latency_ms,
-                            max_size_mb=args.max_size_mb, max_ram_mb=args.max_ram_mb, engine=args.engine,
-                            batch=args.batch)
+    recs, board = _recommendations(args, study)
+    for rec in recs:
+        rec.export_command = export.recommended_command(args.study, rec)
     if args.format == "json":
         print(report.recommendations_json(recs))
         return 0
@@ -315,6 +314,8 @@ def _recommend(args: argparse.Namespace) -> int:
           f"batch of {args.batch}, {args.engine}, {threads} thread(s), {args.inputs} inputs — {study}")
     for rec in recs:
         print(f"  {rec.message}")
+        if rec.export_command:
+            print(f"    export it: {rec.export_command}")
     return 0
 
 
@@ -326,6 +327,13 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
                                    "the limit that excludes every student and what the cheapest one would need.")
     p.add_argument("--study", required=True, metavar="DIR", help="study folder, e.g. outputs/quickstart")
     p.add_argument("--dataset", "-d", metavar="KEY", help="only this dataset (default: every profiled one)")
+    _add_budget(p)
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format")
+    p.set_defaults(func=_recommend)
+
+
+def _add_budget(p: argparse.ArgumentParser) -> None:
+    """recommend's budget flags, shared with `export --recommend`."""
     p.add_argument("--max-latency-ms", type=float, metavar="X", help="median ms per batch (of --batch examples)")
     p.add_argument("--max-size-mb", type=float, metavar="Y", help="MB on disk (of the --engine's model file)")
     p.add_argument("--max-ram-mb", type=float, metavar="Z", help="MB of RAM the model adds to a process")
@@ -336,8 +344,111 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
                                                            "(default: %(default)s)")
     p.add_argument("--inputs", choices=("real", "fixed"), default="real",
                    help="latency on real test inputs or fixed-length ones (default: %(default)s)")
-    p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format")
-    p.set_defaults(func=_recommend)
+
+
+def _recommendations(args: argparse.Namespace, study) -> tuple[list, object]:
+    from kdlib import report
+
+    board = report.scoreboard(report.study_frame(study, threads=args.threads, inputs=args.inputs))
+    recs = report.recommend(board, dataset=args.dataset, max_latency_ms=args.max_latency_ms,
+                            max_size_mb=args.max_size_mb, max_ram_mb=args.max_ram_mb, engine=args.engine,
+                            batch=args.batch)
+    return recs, board
+
+
+def _export(args: argparse.Namespace) -> int:
+    import shlex
+
+    from kdlib import export
+
+    if args.max_test_examples is not None and args.max_test_examples < 1:
+        raise KdExamError(f"--max-test-examples must be at least 1, got {args.max_test_examples}.")
+    picked = ""
+    if args.recommend:
+        if args.variant or args.seed is not None:
+            raise KdExamError("--variant and --seed name a run; --recommend chooses one: give one or the other.")
+        rec = _recommendations(args, args.study)[0][0]
+        if rec.model is None:
+            raise KdExamError(f"recommend picks nothing: {rec.message}")
+        args.student, args.variant, picked = rec.model, rec.row.get("variant"), rec.message
+    elif not args.student:
+        raise KdExamError("name the student with --student NAME (bilstm, cnn, bert-tiny, ...), or let "
+                          "--recommend pick one within the budget flags.")
+    command = shlex.join(["kdexam", *args.argv])
+    result = export.export_student(export.ExportParams(
+        study_dir=args.study, dataset=args.dataset, out_dir=args.out, student=args.student, variant=args.variant,
+        seed=args.seed, data_dir=args.data_dir, max_test_examples=args.max_test_examples, command=command,
+        picked_by=picked))
+    info, parity = result.info, result.info["parity"]
+    print(f"{result.out_dir}: {info['student']} ({info['variant']}, seed {info['seed']}) on {info['model']['dataset']}"
+          f" — labels as the trained model on {100 * parity['onnx']['agreement']:.2f}% of {parity['onnx']['units']} "
+          f"test units (int8: {100 * parity['int8']['agreement']:.2f}%); test F1 {100 * parity['onnx']['f1']:.2f}, "
+          f"int8 {100 * parity['int8']['f1']:.2f} ({100 * parity['int8_f1_change']:+.2f})")
+    print(f"try: kdexam predict {shlex.quote(str(result.out_dir))} - --format table")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained student as a folder that `kdexam predict` runs without torch",
+                       description="Export one student run of a study: model.onnx and model.int8.onnx, its "
+                                   "vocabulary or tokenizer, the label map, export.json and MODEL_CARD.md (task, "
+                                   "recipe, teacher, test F1, profile costs, this command). The export labels the "
+                                   "test split as the trained model does (checked, figures in the card). Without "
+                                   "--variant the best variant on validation F1 is taken; without --seed its best "
+                                   "seed on validation F1.")
+    p.add_argument("--study", required=True, metavar="DIR", help="study folder, e.g. outputs/quickstart")
+    p.add_argument("--dataset", "-d", required=True, metavar="KEY", help="the dataset, e.g. smsa")
+    p.add_argument("--student", metavar="NAME", help="the student: bilstm, cnn, bert-tiny, ...")
+    p.add_argument("--variant", metavar="V", help="the run's variant, e.g. mse or no-kd (default: best on valid)")
+    p.add_argument("--seed", type=int, metavar="N", help="the run's seed (default: best on valid)")
+    p.add_argument("--recommend", action="store_true",
+                   help="export what `kdexam recommend` picks for the budget flags below, instead of --student")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (an earlier export there is replaced)")
+    p.add_argument("--data-dir", metavar="DIR", help="IndoNLU data for the parity check (default: the run's)")
+    p.add_argument("--max-test-examples", type=int, metavar="N",
+                   help="check parity on the first N test examples only (default: the whole test split)")
+    _add_budget(p)
+    p.set_defaults(func=_export)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from kdlib import predict
+
+    predictor = predict.Predictor(args.export_dir, int8=args.int8, threads=args.threads, batch_size=args.batch_size)
+    shape = predictor.config.shape
+    if args.file in (None, "-"):
+        items = predict.read_lines(sys.stdin, shape, "stdin")
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                items = predict.read_lines(f, shape, args.file)
+        except (OSError, UnicodeDecodeError) as e:
+            raise KdExamError(f"cannot read {args.file} ({e}); give a UTF-8 text file, one input per line.") from None
+    results = predictor.predict(items)
+    if args.format == "table":
+        print(predict.format_table(items, results, shape))
+    else:
+        for item, result in zip(items, results):
+            print(json.dumps({"input": item, **result}, ensure_ascii=False))
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="label text with an exported student (onnxruntime; no torch needed)",
+                       description="Run an export folder (from `kdexam export`) on FILE, or stdin: one input per "
+                                   "line; pair and QA inputs are two tab-separated fields; tagging inputs are "
+                                   "whitespace-tokenised, or a JSON list of tokens. Prints one JSON object per "
+                                   "input (label and probabilities, labels per aspect, or tags and spans), or a "
+                                   "table.")
+    p.add_argument("export_dir", metavar="DIR", help="an export folder")
+    p.add_argument("file", nargs="?", metavar="FILE", help="input file, - or nothing for stdin")
+    p.add_argument("--format", choices=("jsonl", "table"), default="jsonl", help="output format (default: jsonl)")
+    p.add_argument("--int8", action="store_true", help="run model.int8.onnx instead of model.onnx")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="inputs per batch (default: 32)")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="onnxruntime threads, 0 = all (default: 0)")
+    p.set_defaults(func=_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,12 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_profile(sub)
     _add_recommend(sub)
+    _add_export(sub)
+    _add_predict(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # export writes the command into its model card
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

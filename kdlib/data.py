@@ -26,13 +26,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 import numpy as np
 
 from kdlib import textio
 from kdlib.errors import DataError, KdExamError, unknown_name
 
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str):
+    """`data.datasets` on first use: kdlib.predict reads words and vocabularies from here in service images
+    without the datasets library (and its pandas/pyarrow import, a second of every cold start)."""
+    if name == "datasets":
+        import datasets
+
+        return datasets
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SPLITS = ("train", "valid", "test")
 SHAPES = ("single", "pair", "aspect", "tagging", "qa")
@@ -241,6 +250,8 @@ def _records_conll(path: Path, spec: DatasetSpec) -> Iterator[dict]:
 
 def features(spec: DatasetSpec) -> datasets.Features:
     """The `datasets` schema of a shape; labels are ClassLabels carrying the label names."""
+    import datasets
+
     label = datasets.ClassLabel(names=list(spec.labels))
     words = datasets.Sequence(datasets.Value("string"))
     return datasets.Features({
@@ -271,6 +282,8 @@ def read_records(spec: DatasetSpec, split: str, data_dir: str | os.PathLike | No
 
 def load_split(key: str, split: str, data_dir: str | os.PathLike | None = None,
                limit: int | None = None) -> datasets.Dataset:
+    import datasets
+
     spec = get_spec(key)
     records = read_records(spec, split, data_dir, limit)
     columns = {name: [r[name] for r in records] for name in records[0]}
@@ -280,6 +293,8 @@ def load_split(key: str, split: str, data_dir: str | os.PathLike | None = None,
 def load_indonlu(key: str, data_dir: str | os.PathLike | None = None,
                  limit: int | None = None) -> datasets.DatasetDict:
     """train/valid/test of one IndoNLU dataset as a DatasetDict with the columns of its task shape."""
+    import datasets
+
     return datasets.DatasetDict({split: load_split(key, split, data_dir, limit) for split in SPLITS})
 
 
@@ -489,17 +504,23 @@ def encode_for_words(batch: dict, vocab: Vocab, spec: DatasetSpec, max_words: in
     n = len(next(iter(batch.values())))
     for i in range(n):
         example = {k: batch[k][i] for k in batch}
-        words = example_words(example, spec)[:max_words]
-        out["word_ids"].append(vocab.encode(words) or [vocab.unk_id])
-        out["case_ids"].append([case_class(w) for w in words] or [CASES.index("other")])
+        for key, value in word_features(example, vocab, spec, max_words).items():
+            out[key].append(value)
         if spec.is_tagging:
-            offset = len(example["question"]) + 1 if spec.shape == "qa" else 0
-            n_words = len(example["tokens"])
-            index = [offset + j if offset + j < len(words) else -1 for j in range(n_words)]
-            out["word_index"].append(index)
-            out["labels"].append(_word_labels(example["tags"], index))
+            out["labels"].append(_word_labels(example["tags"], out["word_index"][-1]))
         else:
             out["labels"].append(example["label" if spec.shape in ("single", "pair") else "labels"])
+    return out
+
+
+def word_features(example: dict, vocab: Vocab, spec: DatasetSpec, max_words: int = 256) -> dict[str, list[int]]:
+    """One unlabelled example's word_ids, case_ids (and word_index for tagging), as encode_for_words builds them."""
+    words = example_words(example, spec)[:max_words]
+    out = {"word_ids": vocab.encode(words) or [vocab.unk_id],
+           "case_ids": [case_class(w) for w in words] or [CASES.index("other")]}
+    if spec.is_tagging:
+        offset = len(example["question"]) + 1 if spec.shape == "qa" else 0
+        out["word_index"] = [offset + j if offset + j < len(words) else -1 for j in range(len(example["tokens"]))]
     return out
 
 

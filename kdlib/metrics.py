@@ -13,8 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
 Span = tuple[int, int, str]  # (start, end exclusive, chunk type) within one sentence
 
 
@@ -57,6 +55,9 @@ def macro_f1(gold: Sequence[Hashable], pred: Sequence[Hashable]) -> float:
 
 def classification_report(gold: Sequence[Hashable], pred: Sequence[Hashable]) -> dict[str, float]:
     """IndoNLU's classification metrics: accuracy and macro precision/recall/F1. gold, pred: (n_examples,)."""
+    # imported here: kdlib.predict reads chunks (_spans) from this module in images without sklearn
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
     _check_same_length(gold, pred, "example")
     # zero_division=0 gives the value of sklearn's default ("warn") without the warning IndoNLU prints.
     return {

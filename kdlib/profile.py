@@ -171,8 +171,7 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_
         keys = models.load_model(model.model_dir).input_keys  # word_ids, lengths (, case_ids)
         collator = Collator(pad_id=vocab.pad_id)
     else:
-        own = (model.model_dir / "tokenizer_config.json").is_file()  # BERT students share the teacher's otherwise
-        tokenizer = AutoTokenizer.from_pretrained(model.model_dir if own else teacher_dir / "model")
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model, teacher_dir))
         max_length = rundir.read_json(teacher_dir / exam.TEACHER_INFO)["max_length"]
         feats = exam.bert_features(test_ds, tokenizer, spec, max_length)
         keys = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats[0])
@@ -180,6 +179,16 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_
     if spec.is_tagging:
         keys += ("word_index",)
     return ModelInputs(feats, collator, keys, spec.is_tagging)
+
+
+def tokenizer_dir(model: ProfiledModel, teacher_dir: Path) -> Path:
+    """The folder of the tokenizer a BERT model was trained with: its own, its pretrained init's (a student
+    initialised from a miniature that brings one, see exam._student_tokenizer_dir), else the teacher's."""
+    init = str(((model.metrics.get("params") or {}).get("student_options") or {}).get("init", "random"))
+    for folder in (model.model_dir, Path(init).expanduser() if init != "random" else None):
+        if folder is not None and any((folder / f).is_file() for f in exam.TOKENIZER_FILES):
+            return folder
+    return teacher_dir / "model"
 
 
 def _units(feature: dict) -> list[int]:

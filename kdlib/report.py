@@ -562,6 +562,7 @@ class Recommendation:
     model: str | None
     message: str
     row: dict = field(default_factory=dict)
+    export_command: str | None = None  # `kdexam export ...` of the pick (kdlib.export.recommended_command)
 
 
 LIMITS = {"latency": ("--max-latency-ms",), "size": ("--max-size-mb",), "ram": ("--max-ram-mb",)}
@@ -695,6 +696,7 @@ def recommendations_json(recs: Sequence[Recommendation]) -> str:
         return None if isinstance(value, float) and math.isnan(value) else value
 
     return json.dumps([{"dataset": r.dataset, "model": r.model, "message": r.message,
+                        "export_command": r.export_command,
                         "row": {k: clean(v) for k, v in r.row.items()}} for r in recs], indent=2, ensure_ascii=False,
                       default=str)
 

@@ -49,6 +49,15 @@ def test_bench_peers_runs_a_contender_in_its_own_process(bench, capsys):
     assert "failed" not in row and "1.00x" in row
 
 
+@pytest.mark.slow
+def test_bench_predict_prints_ratios_to_the_teacher_pipeline(bench, capsys):
+    bench("bench_predict", "--repeats", "1", "--starts", "1")
+    out = capsys.readouterr().out
+    assert "bilstm: export labels 100.00%" in out and "bench_predict: smsa, 64 test texts" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if "(kdexam predict)" in line or "(transformers" in line}
+    assert set(rows) == {"bilstm", "cnn", "teacher"} and "1.00" in rows["teacher"]
+
+
 def test_bench_runner_study_is_a_valid_study(tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
     try:
