@@ -6,7 +6,7 @@
   republish keeps the rows of runs that are no longer on this machine (a long study runs over several sessions);
 - `tables/`: test F1 per dataset and model, KD against no KD per student with a paired bootstrap 95% CI, each
   student's gap to its teacher, and each teacher against its dataset's no-KD BiLSTM (a teacher that does not beat
-  it cannot teach it);
+  it cannot teach it) and beside IndoNLU's published baselines (kdlib.baselines);
 - `figures/`: the same as plots;
 - `README.md`: the tables in Markdown, with where and how they were made;
 - the analysis notebook's `07_analysis.ipynb` and `report.html` when the study has them (profile/analysis stages).
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib import report, rundir, stats
+from kdlib import baselines, report, rundir, stats
 from kdlib.errors import KdExamError
 
 MAX_MB = 20
@@ -179,6 +179,7 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     quality = frame[frame["stage"].isin(report.QUALITY_STAGES)]
     tables = {"f1": report.summary(quality).reset_index(), "kd_vs_no_kd": kd_table(frame),
               "gap_to_teacher": gap_table(frame), "teacher_check": teacher_check(frame),
+              "teachers_vs_indonlu": baselines.teachers_beside_indonlu(frame),
               "runs": report.run_table(quality) if not quality.empty else pd.DataFrame()}
     for name, table in tables.items():
         path = out_dir / "tables" / f"{name}.csv"
@@ -229,6 +230,8 @@ def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame
         "examples)", _markdown(tables["kd_vs_no_kd"]),
         "## Gap to the teacher (student mean − teacher, F1 points)", _markdown(tables["gap_to_teacher"]),
         "## Teachers against the no-KD BiLSTM", _markdown(tables["teacher_check"]),
+        "## Teachers beside IndoNLU's published baselines (its Table 5; IndoNLU's figures, not ours)",
+        _markdown(tables["teachers_vs_indonlu"]),
         "## Every run", _markdown(tables["runs"]),
     ]
     return "\n\n".join(parts) + "\n"

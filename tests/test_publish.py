@@ -59,7 +59,10 @@ def test_publish_writes_a_small_relative_folder_and_the_cli_says_so(study, tmp_p
     assert len(runs) == len(rundir_frame(study)) and not runs["run_dir"].str.startswith("/").any()
     assert set(runs["run_dir"]) >= {"teacher/smsa/teacher", "distill/smsa/bilstm-no-kd-s1"}
     assert sorted(p.name for p in (out / "tables").iterdir()) == sorted(
-        f"{n}.csv" for n in ("f1", "kd_vs_no_kd", "gap_to_teacher", "teacher_check", "runs"))
+        f"{n}.csv" for n in ("f1", "kd_vs_no_kd", "gap_to_teacher", "teacher_check", "teachers_vs_indonlu", "runs"))
+    indonlu = pd.read_csv(out / "tables" / "teachers_vs_indonlu.csv").set_index("dataset")
+    assert indonlu.loc["smsa", "XLM-R base (IndoNLU)"] == 91.39 and indonlu.loc["smsa", "our teacher"] == 90.0
+    assert indonlu.loc["nergrit", "Δ to IndoBERT base (p1)"] == pytest.approx(60.0 - 69.87)
     assert (out / "figures" / "f1.png").stat().st_size > 1000 and (out / "figures" / "kd_margins.png").is_file()
     readme = (out / "README.md").read_text()
     assert "**Problems:** the nergrit teacher" in readme and "| smsa" in readme
