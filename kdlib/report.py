@@ -552,6 +552,64 @@ def _ratio_text(board: pd.DataFrame, mine: pd.DataFrame, column: str, word: str,
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The paper's headline claims, checked on a study's numbers
+
+WORD_STUDENTS = ("bilstm", "cnn")
+BERT_STUDENTS = ("bert-tiny", "bert-mini", "bert-small", "pruned")
+
+
+def paper_claims(board: pd.DataFrame) -> pd.DataFrame:
+    """Nityasya et al.'s abstract, claim by claim, against this study's scoreboard (medians over datasets for the
+    ratios, the mean for the F1 gap): what the paper says, what we measured, and on how many datasets."""
+    rows = board.set_index(["dataset", "model"])
+    datasets = [d for d in dict.fromkeys(board["dataset"]) if (d, "teacher") in rows.index and (d, "bilstm") in rows.index]
+    if not datasets:
+        return pd.DataFrame(columns=["claim", "paper", "ours", "datasets"])
+    pairs = [(rows.loc[(d, "bilstm")], rows.loc[(d, "teacher")]) for d in datasets]
+
+    def median(values) -> float:
+        values = [v for v in values if pd.notna(v)]
+        return float(pd.Series(values).median()) if values else float("nan")
+
+    gap = [b["delta"] for b, _ in pairs]
+    out = [{"claim": "the best BiLSTM's test F1 minus its teacher's (mean)", "paper": "about -3 to -4",
+            "ours": f"{pd.Series(gap).mean():+.2f} (from {min(gap):+.1f} to {max(gap):+.1f})",
+            "datasets": len(datasets)}]
+    for label, paper, num, den in (
+            ("BiLSTM speed-up over the teacher, CPU, batch 1 (median)", "about 22x", "torch_ms_b1", "torch_ms_b1"),
+            ("BiLSTM (ONNX) speed-up over the teacher (PyTorch), batch 1 (median)", "about 100x", "torch_ms_b1",
+             "onnx_ms_b1")):
+        value = median([_ratio(t.get(num), b.get(den)) for b, t in pairs])
+        out.append({"claim": label, "paper": paper, "ours": f"{value:.1f}x", "datasets": len(datasets)})
+    size = median([_ratio(b.get("size_mb"), t.get("size_mb")) for b, t in pairs])
+    out.append({"claim": "BiLSTM size as a share of the teacher's (median)", "paper": "about 3%",
+                "ours": f"{100 * size:.1f}%", "datasets": len(datasets)})
+    for cost, (column, name) in COSTS.items():
+        undominated = _word_students_undominated(board, column)
+        out.append({"claim": f"a word student (BiLSTM/CNN) is not beaten by any BERT student at once on F1 and {name}",
+                    "paper": "BiLSTM/CNN give the best quality per unit of cost",
+                    "ours": f"{sum(undominated.values())} of {len(undominated)} datasets", "datasets": len(undominated)})
+    return pd.DataFrame(out)
+
+
+def _word_students_undominated(board: pd.DataFrame, column: str) -> dict[str, bool]:
+    """Per dataset: does its best word student stand undominated by every BERT student (none has F1 at least as
+    high and cost at most as low, one of them strictly)?"""
+    out = {}
+    if column not in board:
+        return out
+    for dataset, d in board.groupby("dataset", sort=False):
+        words = d[d["model"].isin(WORD_STUDENTS)].dropna(subset=["f1", column])
+        berts = d[d["model"].isin(BERT_STUDENTS)].dropna(subset=["f1", column])
+        if words.empty or berts.empty:
+            continue
+        w = words.loc[words["f1"].idxmax()]
+        out[dataset] = not any((b["f1"] >= w["f1"] and b[column] <= w[column]) and
+                               (b["f1"] > w["f1"] or b[column] < w[column]) for _, b in berts.iterrows())
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Recommend a student for a budget
 
 @dataclass

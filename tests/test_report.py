@@ -262,3 +262,15 @@ def test_timing_reports_the_interquartile_range():
 
     t = profile._timing([0.001, 0.002, 0.003, 0.004, 0.005], 5)
     assert (t.p25_ms, t.median_ms, t.p75_ms) == pytest.approx((2.0, 3.0, 4.0))
+
+
+def test_the_papers_claims_are_checked_on_the_scoreboard(board):
+    claims = report.paper_claims(board).set_index("claim")
+    gap = claims.loc["the best BiLSTM's test F1 minus its teacher's (mean)"]
+    assert gap["ours"].startswith("-6.50") and gap["datasets"] == 2  # smsa -4 (mse 86 vs 90), nergrit -9 (71 vs 80)
+    assert claims.loc["BiLSTM speed-up over the teacher, CPU, batch 1 (median)", "ours"] == "20.0x"
+    assert claims.loc["BiLSTM (ONNX) speed-up over the teacher (PyTorch), batch 1 (median)", "ours"] == "100.0x"
+    assert claims.loc["BiLSTM size as a share of the teacher's (median)", "ours"] == "0.7%"
+    # smsa: bert-tiny (88.5 F1, 3 ms) beats the best word student on F1 but costs more: the word student stands
+    latency = [c for c in claims.index if c.endswith("latency, batch 1")][0]
+    assert claims.loc[latency, "ours"] == "2 of 2 datasets"
