@@ -242,10 +242,11 @@ def _profile(args: argparse.Namespace) -> int:
         raise KdExamError(f"no teacher under {study / 'teacher'}; point --study at a study folder (outputs/<study>) "
                           "or name --dataset.")
     for dataset in datasets:
+        dataset = profile.study_dataset(study, dataset)
         key = data.get_spec(dataset).key
         out = Path(args.out).resolve() / key if args.out else study / "profile" / key / "profile"
         params = profile.ProfileParams(
-            study_dir=str(study), dataset=key, out_dir=str(out),
+            study_dir=str(study), dataset=dataset, out_dir=str(out),
             data_dir=args.data_dir or profile.teacher_data_dir(study, key), thread_counts=args.threads,
             batch_sizes=args.batch, input_kinds=args.inputs, fixed_length=args.fixed_length, warmup=args.warmup,
             runs=args.runs, onnx=not args.no_onnx, int8=not args.no_int8, memory=not args.no_memory,
