@@ -434,12 +434,12 @@ class Summary:
         return "\n".join(lines)
 
 
-def execute_run(run: Run, *, kernel: str = "python3") -> None:
+def execute_run(run: Run, *, kernel: str = parallel.THIS_INTERPRETER) -> None:
     """One papermill execution in this process; done.json is written only after the notebook finished."""
     parallel.execute_notebook(run.name, run.notebook, run.out_dir, run.parameters, kernel)
 
 
-def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jobs: int = 1,
+def execute(runs: list[Run], *, force: bool = False, kernel: str = parallel.THIS_INTERPRETER, jobs: int = 1,
             scheduler: str | None = None, echo=print, on_done: Callable[[Run], None] | None = None,
             redo: Collection[Path] = ()) -> Summary:
     """Run what is not done yet as Dask tasks, each once the runs it needs are done; a failure blocks only those.
@@ -450,7 +450,6 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jo
     `redo` are redone, as `force` redoes all; a finished run's folder is replaced only when the run starts, so one
     that never starts (its teacher failed) keeps its results.
     """
-    from distributed import as_completed
 
     started = time.perf_counter()
     summary = Summary()
@@ -508,21 +507,29 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jo
         c.subscribe_topic(topic, lambda event: echo(f"  started {event[1]['run']} on worker {event[1]['worker']} "
                                                     f"({event[1]['threads']} threads)"))
         echo(f"{total} run(s) to do on {scheduler or f'{jobs} local worker process(es)'}")
-        queue = as_completed()
+        queue = set()
+        shown = ProgressShown(echo)
         try:
             submit_ready(c, queue)
-            for future in queue:
-                run = running.pop(future)
-                outcome = _outcome(future, run)
-                state[run.out_dir] = outcome.status
-                if outcome.status == "done":
-                    summary.done.append(run.name)
-                    echo(f"{tag(run)}: done in {outcome.seconds:.0f}s")
-                    if on_done:
-                        on_done(run)
-                else:
-                    summary.failed.append((run.name, str(run.out_dir / run.notebook.name), outcome.error))
-                    echo(f"{tag(run)}: FAILED ({outcome.error})")
+            while queue:
+                finished = [f for f in queue if f.done()]
+                if not finished:  # a run's latest progress line, from its progress.json, now and then
+                    shown.poll(list(running.values()), total - len(waiting) - len(running), total)
+                    time.sleep(POLL_SECONDS)
+                    continue
+                for future in finished:
+                    queue.discard(future)
+                    run = running.pop(future)
+                    outcome = _outcome(future, run)
+                    state[run.out_dir] = outcome.status
+                    if outcome.status == "done":
+                        summary.done.append(run.name)
+                        echo(f"{tag(run)}: done in {outcome.seconds:.0f}s")
+                        if on_done:
+                            on_done(run)
+                    else:
+                        summary.failed.append((run.name, str(run.out_dir / run.notebook.name), outcome.error))
+                        echo(f"{tag(run)}: FAILED ({outcome.error})")
                 submit_ready(c, queue)
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -532,6 +539,31 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jo
         summary.blocked += [r.name for r in waiting]  # needs that can never finish (a cycle)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+POLL_SECONDS = 1.0  # how often the runner looks for finished runs and progress lines
+PROGRESS_EVERY = 15.0  # seconds between two progress lines of one run (a changed line, never a repeated one)
+
+
+class ProgressShown:
+    """Prints, for each running run, its latest progress line (kdlib.progress) when it changed, at most every
+    PROGRESS_EVERY seconds, after a bar of the runs done: a 15-minute teacher says where it is."""
+
+    def __init__(self, echo):
+        self.echo, self.last_line, self.last_time = echo, {}, {}
+
+    def poll(self, runs: list[Run], done: int, total: int) -> None:
+        from kdlib import progress
+
+        now = time.monotonic()
+        for run in runs:
+            p = progress.read(run.out_dir)
+            text = progress.line(p) if p else ""
+            if not text or text == self.last_line.get(run.out_dir) or \
+                    now - self.last_time.get(run.out_dir, -PROGRESS_EVERY) < PROGRESS_EVERY:
+                continue
+            self.last_line[run.out_dir], self.last_time[run.out_dir] = text, now
+            self.echo(f"{progress.bar(done, total)} | {run.name}: {text}")
 
 
 def _outcome(future, run: Run) -> parallel.Outcome:
@@ -544,10 +576,11 @@ def _outcome(future, run: Run) -> parallel.Outcome:
     return parallel.Outcome(run.name, "failed", error=f"the task was {future.status}")
 
 
-def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: str = "python3",
+def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: str = parallel.THIS_INTERPRETER,
               data_dir: str | None = None, root: Path | None = None, jobs: int = 1, scheduler: str | None = None,
               rerun_changed: bool = False, stages: Sequence[str] | None = None,
-              datasets: Sequence[str] | None = None, threads: int | None = None, echo=print) -> Summary:
+              datasets: Sequence[str] | None = None, threads: int | None = None, device: str | None = None,
+              echo=print) -> Summary:
     """Run (or with dry_run list) a study's runs; `stages` keeps only the runs of those stages (teacher, distill,
     ablation-*, profile, analysis) and `datasets` those of these datasets: a run whose needs are outside them and
     not done is blocked, not run."""
@@ -559,6 +592,8 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
         if threads < 0:
             raise ConfigError(f"--threads {threads}: a number of torch threads per run, >= 1 (0: the cores / --jobs).")
         study = replace(study, threads=threads)
+    if device is not None:
+        study = replace(study, device=device)
     runs = plan(study, root=root, data_dir=data_dir)
     if stages:
         unknown = sorted(set(stages) - set(NOTEBOOKS))
