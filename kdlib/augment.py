@@ -19,7 +19,9 @@ pool examples have none. The teacher's logits on the extra examples come from th
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -34,6 +36,8 @@ import numpy as np
 from kdlib import data, textio
 from kdlib.data import IGNORE_INDEX, DatasetSpec
 from kdlib.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # One \w+ token, so data.word_tokenize keeps it whole; never in a vocabulary, so word students read it as UNK.
 MASK_WORD = "__mask__"
@@ -110,7 +114,13 @@ class PosLexicon:
 
 
 def pos_lexicon(source: str, data_dir: str | os.PathLike | None = None) -> PosLexicon:
-    """The lexicon of a POS dataset's train split ("posp" or "bapos")."""
+    """The lexicon of a POS dataset's train split ("posp" or "bapos"), or of a CoNLL file of POS tags (your own
+    language's, named by your dataset's pos_lexicon:)."""
+    if Path(source).is_absolute() and Path(source).is_file():
+        from kdlib import owndata
+
+        return PosLexicon.build((r["tokens"], r["tags"]) for _, r in owndata.raw_records(
+            {"task": "tagging", "train": source}, "train"))
     if source not in POS_DATASETS:
         raise ConfigError(f"a POS lexicon is built from one of {', '.join(POS_DATASETS)}, not {source!r}.")
     spec = data.get_spec(source)
@@ -346,8 +356,12 @@ def build_transfer_set(kind: str, size: float, train: datasets.Dataset, spec: Da
     extra: list[dict] = []
     if kind == "tang" and wanted:
         records = train.to_list()
-        source = spec.key if spec.key in POS_DATASETS else lexicon
-        extra, info["duplicates_dropped"] = tang_examples(records, spec, rules, pos_lexicon(source, data_dir),
+        source, note = _lexicon_source(spec, lexicon, data_dir)
+        if source is None:  # no POS lexicon of this dataset's language: masking and n-grams only
+            rules, info["pos_rule"] = dataclasses.replace(rules, p_pos=0.0), note
+            log.warning("%s: %s", spec.key, note)
+        lexicon_words = pos_lexicon(source, data_dir) if source else PosLexicon.build([])
+        extra, info["duplicates_dropped"] = tang_examples(records, spec, rules, lexicon_words,
                                                           math.ceil(wanted / n), rng)
         if len(extra) > wanted:  # ceil() overshoots: keep a seeded random subset, in generation order
             extra = [extra[i] for i in sorted(rng.permutation(len(extra))[:wanted])]
@@ -361,6 +375,22 @@ def build_transfer_set(kind: str, size: float, train: datasets.Dataset, spec: Da
     info["extra_examples"] = len(extra)
     info["preview"] = [data.example_words(ex, spec) for ex in extra[:PREVIEW]]
     return TransferSet(kind, size, train, extra, info)
+
+
+def _lexicon_source(spec: DatasetSpec, lexicon: str, data_dir) -> tuple[str | None, str]:
+    """The POS lexicon guiding the Tang rule's replacements: an IndoNLU dataset reads POSP or BaPOS (Indonesian);
+    your own dataset reads its definition's pos_lexicon, if it names one whose files are there."""
+    if spec.source is None:
+        return (spec.key if spec.key in POS_DATASETS else lexicon), ""
+    source = spec.source.get("pos_lexicon")
+    if source is None:
+        return None, ("the POS-guided replacement of the Tang rule is skipped (p_pos 0): this dataset names no "
+                      "pos_lexicon of its language (posp or bapos for Indonesian, or a CoNLL file of POS tags)")
+    if source in POS_DATASETS and not data.get_spec(source).path(data.resolve_data_dir(data_dir, must_exist=False),
+                                                                 "train").is_file():
+        return None, (f"the POS-guided replacement of the Tang rule is skipped (p_pos 0): pos_lexicon {source} "
+                      "needs the IndoNLU data folder (--data-dir), which is not there")
+    return source, ""
 
 
 def replace_mask(examples: Sequence[dict], spec: DatasetSpec, token: str) -> list[dict]:

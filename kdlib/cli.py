@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         summary = run_study(args.params, force=args.force, dry_run=args.dry_run, kernel=args.kernel,
                             data_dir=args.data_dir, jobs=args.jobs, scheduler=args.scheduler,
                             rerun_changed=args.rerun_changed, stages=args.stage, datasets=args.dataset,
-                            threads=args.threads)
+                            threads=args.threads, device=args.device)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if summary.interrupted:
@@ -147,7 +147,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", "-d", action="append", metavar="DATASET",
                    help="only the runs of this dataset of the study (repeatable; default: all of them); the "
                         "study's analysis run needs every dataset, so it waits for a run without this filter")
-    p.add_argument("--kernel", default="python3", help="Jupyter kernel for papermill (default: %(default)s)")
+    p.add_argument("--kernel", default="", metavar="NAME",
+                   help="Jupyter kernel the notebooks run in (default: this kdexam's own Python interpreter, "
+                        "whatever kernels Jupyter has installed; `make venv` also installs it as kd-exam)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="where teachers and students train and teacher logits are computed, overriding the "
+                        "study's device: (default: auto, CUDA when available); how runs execute, finished runs "
+                        "stay valid. Profiles always measure the CPU")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="runs at once on this machine, each in its own process with cores/N torch threads "
                         "(unless the study sets threads:) (default: %(default)s)")
@@ -242,10 +248,11 @@ def _profile(args: argparse.Namespace) -> int:
         raise KdExamError(f"no teacher under {study / 'teacher'}; point --study at a study folder (outputs/<study>) "
                           "or name --dataset.")
     for dataset in datasets:
+        dataset = profile.study_dataset(study, dataset)
         key = data.get_spec(dataset).key
         out = Path(args.out).resolve() / key if args.out else study / "profile" / key / "profile"
         params = profile.ProfileParams(
-            study_dir=str(study), dataset=key, out_dir=str(out),
+            study_dir=str(study), dataset=dataset, out_dir=str(out),
             data_dir=args.data_dir or profile.teacher_data_dir(study, key), thread_counts=args.threads,
             batch_sizes=args.batch, input_kinds=args.inputs, fixed_length=args.fixed_length, warmup=args.warmup,
             runs=args.runs, onnx=not args.no_onnx, int8=not args.no_int8, memory=not args.no_memory,

@@ -36,18 +36,20 @@ from typing import Any
 
 import yaml
 
-from kdlib import limits, textio
+from kdlib import limits, owndata, textio
 from kdlib.errors import ConfigError, unknown_name
 from kdlib.exam import DistillParams, TeacherParams
 
 TOP_KEYS = {"study", "description", "data_dir", "output_dir", "datasets", "seeds", "threads", "teacher", "distill",
             "per_dataset", "per_student"}
+TOP_KEYS |= {"device"}  # auto | cpu | cuda for training and logit caching: how runs execute, like threads
 TOP_KEYS |= {"ablation"}  # the ablation stages (notebooks 03-05), parsed by _ablation below
 TOP_KEYS |= {"teachers_from"}  # another study's finished teachers, instead of training this study's own
 # Set by the runner per run, never by a params file.
 RUN_OWNED = {"dataset", "out_dir", "data_dir", "seed", "threads", "student", "teacher_dir", "loss", "alpha",
              "temperature", "student_options"}
 RUN_OWNED |= {"stage", "variant"}  # ablation runs: set by the runner
+RUN_OWNED |= {"device"}  # the study's device: (top level), like threads
 RUN_OWNED |= {"cache_dir", "embedding_dir"}  # inside the study's own folder: a study reads no cache it did not write
 DISTILL_EXTRA = {"students", "variants", "student_options"}
 # Settings of the word-level students' inputs: a study-wide recipe applies them to BiLSTM/CNN only.
@@ -82,12 +84,29 @@ class Study:
     data_dir: str | None = None
     output_dir: str = "outputs"
     threads: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
+    own_datasets: dict[str, dict] = field(default_factory=dict)  # name -> checked definition (kdlib.owndata)
     teacher: dict[str, Any] = field(default_factory=dict)
     students: tuple[str, ...] = ()
     variants: tuple[Variant, ...] = (Variant("mse"), Variant("ce"))
     distill: dict[str, Any] = field(default_factory=dict)
     student_options: dict[str, dict] = field(default_factory=dict)
     per_dataset: dict[str, dict[str, dict]] = field(default_factory=dict)  # dataset -> {teacher: {..}, distill: {..}}
+
+    def dataset_param(self, dataset: str) -> str | dict:
+        """A run's `dataset` parameter: the IndoNLU key, or the checked definition of your own dataset."""
+        return self.own_datasets.get(dataset, dataset)
+
+    def dataset_key(self, name: str) -> str:
+        """A dataset of this study by name (an IndoNLU key in any case, or one of its own datasets' names)."""
+        from kdlib.data import get_spec
+
+        if name in self.own_datasets:
+            return name
+        key = get_spec(str(name)).key
+        if key not in self.datasets:
+            raise ConfigError(f"{self.path}: dataset(s) {key} not in this study ({', '.join(self.datasets)}).")
+        return key
 
     def teacher_for(self, dataset: str) -> dict[str, Any]:
         return {**self.teacher, **self.per_dataset.get(dataset, {}).get("teacher", {})}
@@ -332,8 +351,16 @@ def load_params(path: str | os.PathLike) -> Study:
         raise ConfigError(f"{path}: study must be a plain folder name ({FOLDER_RULE}), got {name!r}.")
     datasets = raw["datasets"]
     if not isinstance(datasets, list) or not datasets:
-        raise ConfigError(f"{path}: datasets must be a non-empty list of dataset keys.")
-    datasets = tuple(get_spec(str(d)).key for d in datasets)
+        raise ConfigError(f"{path}: datasets must be a non-empty list of dataset keys or definitions of your own "
+                          "(name:, task:, train:, ...).")
+    own = {}
+    for i, entry in enumerate(datasets):
+        if owndata.is_definition(entry):
+            d = owndata.definition(entry, path.resolve().parent, f"{path}: datasets[{i}]")
+            if d["name"] in own:
+                raise ConfigError(f"{path}: datasets[{i}]: a dataset named {d['name']!r} is listed twice.")
+            own[d["name"]] = d
+    datasets = tuple(d["name"] if owndata.is_definition(d) else get_spec(str(d)).key for d in datasets)
     _distinct(datasets, f"{path}: datasets")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(_type_ok(s, int) for s in seeds):
@@ -359,7 +386,7 @@ def load_params(path: str | os.PathLike) -> Study:
     per_dataset = {}
     for key, section in (raw.get("per_dataset") or {}).items():
         where = f"{path}: per_dataset.{key}"
-        dataset = get_spec(str(key)).key
+        dataset = str(key) if key in own else get_spec(str(key)).key
         if dataset in per_dataset:
             raise ConfigError(f"{where}: {dataset} has two per_dataset sections; merge them into one.")
         if dataset not in datasets:
@@ -379,9 +406,12 @@ def load_params(path: str | os.PathLike) -> Study:
     if not _type_ok(threads, int):
         raise ConfigError(f"{path}: threads must be an integer, got {threads!r}.")
     _check_limit(threads, limits.THREADS, f"{path}: threads")
+    device = raw.get("device", "auto")
+    _check_limit(device, limits.DEVICE, f"{path}: device")
     return Study(name=name, path=path.resolve(), datasets=datasets, seeds=tuple(seeds),
                  description=str(raw.get("description", "")), data_dir=raw.get("data_dir"),
-                 output_dir=str(raw.get("output_dir", "outputs")), threads=threads, teacher=teacher,
+                 output_dir=str(raw.get("output_dir", "outputs")), threads=threads, device=device,
+                 own_datasets=own, teacher=teacher,
                  students=students, variants=variants, distill=distill, student_options=options,
                  per_dataset=per_dataset, per_student=per_student, student_seeds=student_seeds,
                  student_variants=student_variants,

@@ -66,6 +66,8 @@ class DatasetSpec:
     labels: tuple[str, ...]  # label set in IndoNLU's index order
     aspects: tuple[str, ...] = ()  # aspect columns of multi-aspect datasets
     metric: str = "macro_f1"  # key of kdlib.metrics.METRICS
+    # Your own dataset (kdlib.owndata): its checked definition, which is also how runs receive it; None: IndoNLU's
+    source: dict | None = field(default=None, hash=False, compare=False)
 
     @property
     def is_tagging(self) -> bool:
@@ -74,6 +76,11 @@ class DatasetSpec:
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    @property
+    def param(self) -> str | dict:
+        """What a run's `dataset` parameter holds: the IndoNLU key, or the definition of your own dataset."""
+        return self.key if self.source is None else self.source
 
     def path(self, data_dir: Path, split: str) -> Path:
         return data_dir / self.folder / f"{split}_preprocess.{self.ext}"
@@ -121,8 +128,15 @@ DATASETS: dict[str, DatasetSpec] = {s.key: s for s in (
 )}
 
 
-def get_spec(key: str) -> DatasetSpec:
-    """The spec of a dataset by its short key (case-insensitive); unknown keys get the closest suggestions."""
+def get_spec(key: str | dict | DatasetSpec) -> DatasetSpec:
+    """The spec of a dataset by its short key (case-insensitive; unknown keys get the closest suggestions), or of
+    your own dataset from its checked definition (kdlib.owndata), as a run's `dataset` parameter holds it."""
+    if isinstance(key, DatasetSpec):
+        return key
+    if isinstance(key, dict):
+        from kdlib import owndata
+
+        return owndata.spec_of(key)
     spec = DATASETS.get(key.lower()) if isinstance(key, str) else None
     if spec is None:
         raise unknown_name("dataset", str(key), DATASETS)
@@ -162,11 +176,11 @@ def _open_text(path: Path) -> Iterator[str]:
         raise DataError(f"{path}: cannot be read ({e.strerror}).") from None
 
 
-def _decode_guard(path: Path, rows: Iterator) -> Iterator:
+def csv_guard(path: Path, rows: Iterator, hint: str = "re-fetch the file with `kdexam data download`") -> Iterator:
     try:
         yield from rows
     except csv.Error as e:
-        raise DataError(f"{path}: malformed CSV ({e}); re-fetch the file with `kdexam data download`.") from None
+        raise DataError(f"{path}: malformed CSV ({e}); {hint}.") from None
 
 
 def _read_delimited(path: Path, spec: DatasetSpec) -> Iterator[tuple[int, list[str]]]:
@@ -174,7 +188,7 @@ def _read_delimited(path: Path, spec: DatasetSpec) -> Iterator[tuple[int, list[s
     delimiter = "\t" if spec.ext == "tsv" else ","
     n_fields = len(spec.header) or 2
     reader = csv.reader(_open_text(path), delimiter=delimiter)
-    rows = _decode_guard(path, reader)
+    rows = csv_guard(path, reader)
     if spec.header:
         header = next(rows, None)
         if header is None:
@@ -228,14 +242,20 @@ def _records_delimited(path: Path, spec: DatasetSpec) -> Iterator[dict]:
 
 
 def _records_conll(path: Path, spec: DatasetSpec) -> Iterator[dict]:
-    """`token<TAB>tag` lines, a blank line between sentences (a missing final blank line is tolerated)."""
+    for _, tokens, tags in conll_sentences(path, _open_text(path)):
+        yield {"tokens": tokens, "tags": [_check_label(tag.strip(), spec, f"{path}:{line}", "tag") for line, tag in tags]}
+
+
+def conll_sentences(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, list[str], list]]:
+    """`token<TAB>tag` lines, a blank line between sentences (a missing final blank line is tolerated): per
+    sentence its first line number, its tokens, and (line number, tag) per token."""
     tokens: list[str] = []
-    tags: list[int] = []
-    for line_no, line in enumerate(_open_text(path), start=1):
+    tags: list[tuple[int, str]] = []
+    for line_no, line in enumerate(lines, start=1):
         line = line.rstrip("\r\n")
         if not line.strip():
             if tokens:
-                yield {"tokens": tokens, "tags": tags}
+                yield tags[0][0], tokens, tags
             tokens, tags = [], []
             continue
         parts = line.split("\t")
@@ -243,9 +263,9 @@ def _records_conll(path: Path, spec: DatasetSpec) -> Iterator[dict]:
             raise DataError(f"{path}:{line_no}: malformed line {line[:60]!r}: expected token<TAB>tag "
                             f"(found {len(parts) - 1} tabs).")
         tokens.append(parts[0])
-        tags.append(_check_label(parts[1].strip(), spec, f"{path}:{line_no}", "tag"))
+        tags.append((line_no, parts[1].strip()))
     if tokens:
-        yield {"tokens": tokens, "tags": tags}
+        yield tags[0][0], tokens, tags
 
 
 def features(spec: DatasetSpec) -> datasets.Features:
@@ -268,6 +288,10 @@ def read_records(spec: DatasetSpec, split: str, data_dir: str | os.PathLike | No
     """The examples of one split as plain dicts, validated; `limit` keeps the first N (for tests)."""
     if split not in SPLITS:
         raise unknown_name("split", split, SPLITS)
+    if spec.source is not None:
+        from kdlib import owndata
+
+        return owndata.read_records(spec, split)[:limit]
     path = spec.path(resolve_data_dir(data_dir), split)
     reader = _records_conll if spec.ext == "txt" else _records_delimited
     records = []
@@ -280,7 +304,7 @@ def read_records(spec: DatasetSpec, split: str, data_dir: str | os.PathLike | No
     return records
 
 
-def load_split(key: str, split: str, data_dir: str | os.PathLike | None = None,
+def load_split(key: str | dict | DatasetSpec, split: str, data_dir: str | os.PathLike | None = None,
                limit: int | None = None) -> datasets.Dataset:
     import datasets
 
@@ -290,9 +314,10 @@ def load_split(key: str, split: str, data_dir: str | os.PathLike | None = None,
     return datasets.Dataset.from_dict(columns, features=features(spec), split=split)
 
 
-def load_indonlu(key: str, data_dir: str | os.PathLike | None = None,
+def load_indonlu(key: str | dict | DatasetSpec, data_dir: str | os.PathLike | None = None,
                  limit: int | None = None) -> datasets.DatasetDict:
-    """train/valid/test of one IndoNLU dataset as a DatasetDict with the columns of its task shape."""
+    """train/valid/test of one IndoNLU dataset (or your own, kdlib.owndata) as a DatasetDict with the columns of its
+    task shape."""
     import datasets
 
     return datasets.DatasetDict({split: load_split(key, split, data_dir, limit) for split in SPLITS})

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdlib import augment, data, embeddings, limits, models, rundir
+from kdlib import augment, data, embeddings, limits, models, progress, rundir
 from kdlib import cache as cache_lib
 from kdlib.errors import ConfigError
-from kdlib.train import Collator, TrainConfig, fit, predict_logits, predictions, score_ids, set_seed, set_threads
+from kdlib.train import (Collator, FitResult, TrainConfig, device_name, fit, predict_logits, predictions,
+                         resolve_device, score_ids, set_seed, set_threads)
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,10 @@ def _offline() -> bool:
 class TeacherParams:
     """Everything a teacher run needs; the fields are the parameters of notebooks/01_teacher.ipynb."""
 
-    dataset: str
+    dataset: str | dict  # an IndoNLU key, or the definition of your own dataset (kdlib.owndata)
     out_dir: str
     base_model: str = TINY_RANDOM  # hub id, local folder, "offline" or "tiny-random"
+    fine_tune: bool = True  # False: base_model is already fine-tuned on this task; score it and cache its logits
     data_dir: str | None = None
     models_dir: str = "outputs/models"  # where "offline"/"tiny-random" base models are built once
     max_length: int = 128
@@ -56,13 +58,14 @@ class TeacherParams:
     pooling: str = "auto"  # sequence heads: "cls" (pooler), "mean" (masked mean), "auto" (mean if no pooler weights)
     seed: int = 0
     threads: int = 0  # torch threads, 0 = all cores
+    device: str = "auto"  # where it trains and computes logits: "auto" (CUDA when available), "cpu" or "cuda"
 
 
 @dataclass(frozen=True)
 class DistillParams:
     """Everything a student run needs; the fields are the parameters of notebooks/02_distill.ipynb."""
 
-    dataset: str
+    dataset: str | dict  # an IndoNLU key, or the definition of your own dataset (kdlib.owndata)
     student: str
     teacher_dir: str
     out_dir: str
@@ -82,6 +85,7 @@ class DistillParams:
     student_options: dict = field(default_factory=dict)  # overrides of the student's defaults (emb_dim, ...)
     seed: int = 0
     threads: int = 0
+    device: str = "auto"  # where it trains: "auto" (CUDA when available), "cpu" or "cuda"
     cache_dir: str = ""  # where teacher logits this run computes are kept; "": the teacher's folder (its own study's)
     # The recipe: the settings the ablations (notebooks 03-05) vary, also the main stage's. Defaults: plain
     # distillation on the train split from random word embeddings.
@@ -126,7 +130,7 @@ LIMITS: dict[str, limits.Limit] = {
     "max_length": limits.COUNT, "max_train_examples": limits.COUNT, "max_valid_examples": limits.COUNT,
     "logit_train_examples": limits.COUNT, "epochs": limits.COUNT, "lr": limits.RATE, "batch_size": limits.COUNT,
     "patience": limits.COUNT, "pooling": limits.one_of(*models.POOLINGS), "seed": limits.SEED,
-    "threads": limits.THREADS,
+    "threads": limits.THREADS, "device": limits.DEVICE,
     "alpha": limits.PROBABILITY, "temperature": limits.RATE, "max_words": limits.COUNT, "min_freq": limits.COUNT,
     "max_vocab": limits.at_least(1), "word_dropout": limits.at_least(0),
     "transfer_size": limits.at_least(1), "p_mask": limits.PROBABILITY, "p_pos": limits.PROBABILITY,
@@ -166,7 +170,7 @@ def resolve_base_model(name: str, models_dir: str | os.PathLike, dd: data.datase
 
         return str(import_offline_teacher(models_dir / "multilingual-e5-small"))
     if name == TINY_RANDOM:
-        folder = models_dir / f"tiny-random-{spec.key}"
+        folder = models_dir / f"tiny-random-{spec.key}{_own_suffix(spec)}"
         if not (folder / "config.json").exists():
             tokenizer = data.train_wordpiece(data.texts_for_tokenizer(dd, spec), vocab_size=2000)
             models.save_random_bert(folder, tokenizer)
@@ -177,6 +181,13 @@ def resolve_base_model(name: str, models_dir: str | os.PathLike, dd: data.datase
         raise ConfigError(f"base model {name!r} is neither a local folder nor available offline (HF_HUB_OFFLINE=1). "
                           f"Use base_model: offline (the bundled multilingual-e5-small) or a local folder.")
     return name
+
+
+def _own_suffix(spec: data.DatasetSpec) -> str:
+    """Your own dataset's tiny-random base is named after its content too: two studies may both have an 'ulasan'."""
+    if spec.source is None:
+        return ""
+    return "-" + cache_lib.fingerprint_examples([spec.source])[:8]
 
 
 def bert_features(ds, tokenizer, spec: data.DatasetSpec, max_length: int) -> list[dict]:
@@ -191,31 +202,40 @@ def gold_labels(ds, spec: data.DatasetSpec) -> list:
 
 
 def run_teacher(p: TeacherParams) -> RunResult:
-    """Fine-tune the teacher on one dataset, score it, and cache its logits on every split."""
+    """Fine-tune the teacher on one dataset (or take one already fine-tuned), score it, and cache its logits on every
+    split."""
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
     spec = data.get_spec(p.dataset)
     threads = set_threads(p.threads)
+    device = resolve_device(p.device)
     set_seed(p.seed)
     out = Path(p.out_dir)
-    dd = data.load_indonlu(spec.key, p.data_dir)
+    dd = data.load_indonlu(spec, p.data_dir)
     dd["valid"] = data.cap(dd["valid"], p.max_valid_examples)  # one fixed subset, like a capped train split
-    base = resolve_base_model(p.base_model, p.models_dir, dd, spec)
-    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=_offline())
-    model = models.BertTaskModel.from_encoder(base, spec, pooling=p.pooling)
-    log.info("teacher head reads %s", "every word's first sub-word" if spec.is_tagging else
-             {"mean": "the mean of the last hidden states", "cls": "[CLS] through the pooler"}[model.pooling])
-    if p.freeze_embeddings:
-        model.word_embeddings().weight.requires_grad_(False)
     train_ds = data.cap(dd["train"], p.max_train_examples)
-    feats = {s: bert_features(dd[s], tokenizer, spec, p.max_length) for s in ("valid", "test")}
-    feats["train_used"] = bert_features(train_ds, tokenizer, spec, p.max_length)
-    collator = Collator(pad_id=tokenizer.pad_token_id)
-    cfg = TrainConfig(epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, patience=p.patience, loss="ce",
-                      seed=p.seed)
-    result = fit(model, feats["train_used"], feats["valid"], gold_labels(dd["valid"], spec), spec, cfg,
-                 out / "work", collator)
+    report = progress.writer(out, what="teacher")
+    if p.fine_tune:
+        base = resolve_base_model(p.base_model, p.models_dir, dd, spec)
+        tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=_offline())
+        model = models.BertTaskModel.from_encoder(base, spec, pooling=p.pooling)
+        log.info("teacher head reads %s", "every word's first sub-word" if spec.is_tagging else
+                 {"mean": "the mean of the last hidden states", "cls": "[CLS] through the pooler"}[model.pooling])
+        if p.freeze_embeddings:
+            model.word_embeddings().weight.requires_grad_(False)
+        feats = {s: bert_features(dd[s], tokenizer, spec, p.max_length) for s in ("valid", "test")}
+        feats["train_used"] = bert_features(train_ds, tokenizer, spec, p.max_length)
+        collator = Collator(pad_id=tokenizer.pad_token_id)
+        cfg = TrainConfig(epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, patience=p.patience, loss="ce",
+                          seed=p.seed)
+        result = fit(model, feats["train_used"], feats["valid"], gold_labels(dd["valid"], spec), spec, cfg,
+                     out / "work", collator, device=device, progress=report)
+    else:  # a teacher fine-tuned elsewhere: its head's labels are matched to the dataset's by name
+        base = _finetuned_model(p.base_model)
+        tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=_offline())
+        model = models.BertTaskModel.from_finetuned(base, spec).to(device)
+        result = FitResult()
     model_dir = out / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -227,23 +247,38 @@ def run_teacher(p: TeacherParams) -> RunResult:
     logit_sets = {**dd, "train": data.cap(dd["train"], p.logit_train_examples)}  # students' train examples only
     for split in data.SPLITS:
         t0 = time.perf_counter()
+        report(phase=f"teacher logits: {split} ({len(logit_sets[split])} examples)")
         logits = cached_teacher_logits(out, spec, split, logit_sets[split], model=model, tokenizer=tokenizer)
         logits_seconds += time.perf_counter() - t0
         if split != "train":
             scores[split] = score_ids(spec, gold_labels(dd[split], spec), predictions(logits, _fallback(spec)))
     metrics = {
-        "stage": "teacher", "dataset": spec.key, "model": "teacher", "variant": p.base_model, "seed": p.seed,
+        "stage": "teacher", "dataset": spec.key, "shape": spec.shape, "model": "teacher", "variant": p.base_model,
+        "seed": p.seed, "fine_tuned_here": p.fine_tune,
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
-        "parameters": models.count_parameters(model), "train_examples": len(train_ds),
+        "parameters": models.count_parameters(model), "train_examples": len(train_ds) if p.fine_tune else 0,
         "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]),
         "logit_train_examples": len(logit_sets["train"]), "pooling": model.pooling, "best_epoch": result.best_epoch,
         "resumed_from_epoch": result.resumed_from_epoch,  # > 0: wall_seconds covers the last attempt only
         "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
-        "wall_seconds": time.perf_counter() - started, "threads": threads, "history": result.history,
-        "params": asdict(p), "environment": rundir.environment(),
+        "wall_seconds": time.perf_counter() - started, "threads": threads, "device": device_name(device),
+        "history": result.history, "params": asdict(p), "environment": rundir.environment(),
     }
     rundir.write_json(out / rundir.METRICS, metrics)
     return RunResult(metrics, result.history, out)
+
+
+def _finetuned_model(name: str) -> str:
+    """fine_tune: false takes a model as it is: a local folder or a hub id, never a base to be trained."""
+    if name in (OFFLINE_TEACHER, TINY_RANDOM):
+        raise ConfigError(f"fine_tune: false takes a teacher already fine-tuned on this task (a folder or hub id), "
+                          f"not {name!r}, which is a base model to fine-tune; set fine_tune: true.")
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    if _offline() or name.startswith((".", "/", "~")):
+        raise ConfigError(f"base model {name!r} is not a local folder" + (" and HF_HUB_OFFLINE=1 forbids the hub"
+                                                                          if _offline() else "") + ".")
+    return name
 
 
 def _fallback(spec: data.DatasetSpec) -> int:
@@ -251,10 +286,12 @@ def _fallback(spec: data.DatasetSpec) -> int:
 
 
 def cached_teacher_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, split: str, ds, *,
-                          model=None, tokenizer=None, cache_dir: str | os.PathLike = "") -> list[np.ndarray]:
+                          model=None, tokenizer=None, cache_dir: str | os.PathLike = "",
+                          device: str = "cpu") -> list[np.ndarray]:
     """The teacher's unit-level logits on a split, from the cache; the teacher runs only on a cache miss.
 
     `cache_dir` ("": the teacher's own folder) is where a miss is written; the teacher's cache is read either way.
+    `device` is where a teacher loaded here runs ("auto", "cpu", "cuda"); a `model` passed in runs where it is.
     """
     teacher_dir = Path(teacher_dir)
     info = rundir.read_json(teacher_dir / TEACHER_INFO)
@@ -266,7 +303,7 @@ def cached_teacher_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec
 
         nonlocal model, tokenizer
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(teacher_dir / "model")
-        model = model or models.load_model(teacher_dir / "model")
+        model = model or models.load_model(teacher_dir / "model").to(resolve_device(device))
         feats = bert_features(ds, tokenizer, spec, info["max_length"])
         return predict_logits(model, feats, Collator(pad_id=tokenizer.pad_token_id), desc=f"teacher {split}")
 
@@ -276,7 +313,8 @@ def cached_teacher_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec
 
 
 def cached_transfer_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, name: str,
-                           examples: list[dict], cache_dir: str | os.PathLike = "") -> list[np.ndarray]:
+                           examples: list[dict], cache_dir: str | os.PathLike = "",
+                           device: str = "cpu") -> list[np.ndarray]:
     """The teacher's logits on the extra examples of a transfer set, cached under their content.
 
     The teacher reads its own mask token where the augmentation masked a word. Any change of the examples, the
@@ -289,7 +327,7 @@ def cached_transfer_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpe
         raise ConfigError(f"the teacher's tokenizer in {teacher_dir} has no mask token; use p_mask: 0.")
     teacher_view = augment.as_dataset(augment.replace_mask(examples, spec, tokenizer.mask_token or ""))
     return cached_teacher_logits(teacher_dir, spec, f"transfer-{name}", teacher_view, tokenizer=tokenizer,
-                                 cache_dir=cache_dir)
+                                 cache_dir=cache_dir, device=device)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -308,12 +346,13 @@ def run_distill(p: DistillParams) -> RunResult:
     spec = data.get_spec(p.dataset)
     student = models.get_student(p.student)
     threads = set_threads(p.threads)
+    device = resolve_device(p.device)
     set_seed(p.seed)
     out, teacher_dir = Path(p.out_dir), Path(p.teacher_dir)
     if not (teacher_dir / TEACHER_INFO).exists():
         raise ConfigError(f"{teacher_dir} holds no finished teacher for {spec.key}; run notebooks/01_teacher first "
                           "(kdexam run does this in order).")
-    dd = data.load_indonlu(spec.key, p.data_dir)
+    dd = data.load_indonlu(spec, p.data_dir)
     dd["valid"] = data.cap(dd["valid"], p.max_valid_examples)
     train_idx = data.subset_indices(len(dd["train"]), p.max_train_examples)
     train_ds = dd["train"].select(train_idx)
@@ -351,10 +390,11 @@ def run_distill(p: DistillParams) -> RunResult:
                                      teacher_model_dir=teacher_dir / "model", **p.student_options)
     if p.loss != "ce":  # a no-KD run never touches the teacher's logits
         for f, logits in zip(feats["train"], teacher_train_logits(teacher_dir, spec, dd["train"], train_idx,
-                                                                  p.cache_dir)):
+                                                                  p.cache_dir, device=p.device)):
             f["teacher_logits"] = logits
         if transfer.extra:
-            teacher_extra = cached_transfer_logits(teacher_dir, spec, transfer.name, transfer.extra, p.cache_dir)
+            teacher_extra = cached_transfer_logits(teacher_dir, spec, transfer.name, transfer.extra, p.cache_dir,
+                                                   device=p.device)
             for f, logits in zip(extra_feats, teacher_extra, strict=True):
                 f["teacher_logits"] = logits
     feats["train"] += extra_feats
@@ -363,7 +403,7 @@ def run_distill(p: DistillParams) -> RunResult:
     cfg = TrainConfig(epochs=p.epochs, lr=lr, batch_size=p.batch_size, patience=p.patience, loss=p.loss,
                       alpha=p.alpha, temperature=p.temperature, seed=p.seed)
     result = fit(model, feats["train"], feats["valid"], gold_labels(dd["valid"], spec), spec, cfg, out / "work",
-                 collator)
+                 collator, device=device, progress=progress.writer(out, what=p.student))
     preds = {s: predictions(predict_logits(model, feats[s], collator), _fallback(spec)) for s in ("valid", "test")}
     scores = {s: score_ids(spec, gold_labels(dd[s], spec), preds[s]) for s in ("valid", "test")}
     rundir.write_json(out / PREDICTIONS, _prediction_record(spec, gold_labels(dd["test"], spec), preds["test"]))
@@ -372,7 +412,7 @@ def run_distill(p: DistillParams) -> RunResult:
         vocab.save(out / "model" / "vocab.json")
     teacher_metrics = rundir.read_json(teacher_dir / rundir.METRICS) if (teacher_dir / rundir.METRICS).exists() else {}
     metrics = {
-        "stage": p.stage, "dataset": spec.key, "model": p.student, "variant": p.variant or _variant_name(p),
+        "stage": p.stage, "dataset": spec.key, "shape": spec.shape, "model": p.student, "variant": p.variant or _variant_name(p),
         "seed": p.seed,
         "loss": p.loss, "alpha": p.alpha, "temperature": p.temperature, "kd": p.loss != "ce",
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
@@ -383,6 +423,7 @@ def run_distill(p: DistillParams) -> RunResult:
         "best_epoch": result.best_epoch,
         "resumed_from_epoch": result.resumed_from_epoch,  # > 0: wall_seconds covers the last attempt only
         "train_seconds": result.train_seconds, "wall_seconds": time.perf_counter() - started, "threads": threads,
+        "device": device_name(device),
         "history": result.history, "params": asdict(p), "environment": rundir.environment(),
     }
     rundir.write_json(out / rundir.METRICS, metrics)
@@ -461,7 +502,7 @@ def _student_tokenizer_dir(p: AblationParams, teacher_dir: Path) -> Path:
 
 
 def teacher_train_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec, train, indices: list[int],
-                         cache_dir: str | os.PathLike = "") -> list[np.ndarray]:
+                         cache_dir: str | os.PathLike = "", *, device: str = "cpu") -> list[np.ndarray]:
     """The teacher's logits on train examples `indices` (a data.subset_indices set), read from its cache.
 
     The teacher run caches the subset its `logit_train_examples` names; a set inside it is read from there. A set
@@ -472,10 +513,12 @@ def teacher_train_logits(teacher_dir: str | os.PathLike, spec: data.DatasetSpec,
     cached_idx = data.subset_indices(len(train), cached)
     position = {i: k for k, i in enumerate(cached_idx)}
     if all(i in position for i in indices):
-        logits = cached_teacher_logits(teacher_dir, spec, "train", train.select(cached_idx), cache_dir=cache_dir)
+        logits = cached_teacher_logits(teacher_dir, spec, "train", train.select(cached_idx), cache_dir=cache_dir,
+                                       device=device)
         return [logits[position[i]] for i in indices]
     log.info("train examples outside the teacher's cached %s: their logits are computed once now", cached)
-    return cached_teacher_logits(teacher_dir, spec, "train", train.select(indices), cache_dir=cache_dir)
+    return cached_teacher_logits(teacher_dir, spec, "train", train.select(indices), cache_dir=cache_dir,
+                                 device=device)
 
 
 def _variant_name(p: DistillParams) -> str:

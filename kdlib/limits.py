@@ -45,3 +45,4 @@ COUNT = at_least(1)  # epochs, batch sizes, caps on examples: 0 would train or r
 THREADS = at_least(0)  # 0: every core
 PROBABILITY = within(0, 1)
 RATE = above(0)
+DEVICE = one_of("auto", "cpu", "cuda")  # auto: CUDA when torch sees a GPU, else the CPU

@@ -113,6 +113,15 @@ class VocabMap:
 POOLINGS = ("auto", "cls", "mean")
 
 
+def _output_layer(hf_model: nn.Module, num_labels: int) -> nn.Linear:
+    """The classification head's last linear layer: the one that gives the `num_labels` outputs."""
+    found = [m for m in hf_model.modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
+    if not found:
+        raise ConfigError(f"{type(hf_model).__name__}: no linear output layer of {num_labels} outputs to match "
+                          "labels on; set fine_tune: true to train a new head.")
+    return found[-1]
+
+
 def _has_linear_head(hf_model: nn.Module) -> bool:
     """BERT-family sequence classifiers: `dropout` then one `classifier` Linear over the pooled vector."""
     return isinstance(getattr(hf_model, "classifier", None), nn.Linear) and hasattr(hf_model, "dropout")
@@ -174,6 +183,35 @@ class BertTaskModel(nn.Module):
         return cls(hf, spec, pooling=pooling)
 
     @classmethod
+    def from_finetuned(cls, name_or_path: str | os.PathLike, spec: DatasetSpec) -> BertTaskModel:
+        """A model already fine-tuned on this task (a Hugging Face folder or hub id), as it is: its head's outputs
+        are reordered to the dataset's labels, matched by name through its config's id2label."""
+        kwargs = {"local_files_only": True} if _offline() else {}
+        hf = _hf_auto_class(spec).from_pretrained(str(name_or_path), **kwargs)
+        theirs = [str(hf.config.id2label[i]) for i in range(hf.config.num_labels)]
+        ours = list(_label_maps(spec)["id2label"].values())
+        missing, extra = [n for n in ours if n not in theirs], [n for n in theirs if n not in ours]
+        if missing or extra:
+            raise ConfigError(f"{name_or_path}: its labels do not match {spec.key}'s: "
+                              + "; ".join(x for x in (f"{spec.key} has {', '.join(missing)}, which the model lacks"
+                                                      if missing else "",
+                                                      f"the model has {', '.join(extra)}, which {spec.key} lacks"
+                                                      if extra else "") if x)
+                              + f" (the model's id2label: {', '.join(theirs)}). Name the dataset's labels as the "
+                              "model's (labels: in the params file), or set fine_tune: true to train a new head.")
+        head = _output_layer(hf, len(theirs))
+        order = torch.tensor([theirs.index(n) for n in ours])
+        with torch.no_grad():
+            head.weight.copy_(head.weight[order])
+            if head.bias is not None:
+                head.bias.copy_(head.bias[order])
+        for key, value in _label_maps(spec).items():
+            setattr(hf.config, key, value)
+        info_path = Path(str(name_or_path)) / BERT_INFO  # one kd-exam saved keeps its pooling
+        pooling = rundir.read_json(info_path).get("pooling", "cls") if info_path.is_file() else "cls"
+        return cls(hf, spec, pooling=pooling)
+
+    @classmethod
     def from_config(cls, config, spec: DatasetSpec) -> BertTaskModel:
         """A randomly initialised model of `config` (a BertConfig) with the head of `spec`."""
         config = copy.deepcopy(config)
@@ -186,7 +224,7 @@ class BertTaskModel(nn.Module):
         """Reload a folder written by `save_pretrained`."""
         model_dir = Path(model_dir)
         info = rundir.read_json(model_dir / BERT_INFO, run_dir=model_dir.parent)
-        spec = get_spec(info["dataset"])
+        spec = get_spec(info.get("spec") or info["dataset"])  # "spec": your own dataset's definition
         hf = _hf_auto_class(spec).from_pretrained(str(model_dir), local_files_only=True)
         vocab_map = VocabMap(**info["vocab_map"]) if info.get("vocab_map") else None
         return cls(hf, spec, vocab_map, pooling=info.get("pooling", "cls"))
@@ -199,6 +237,8 @@ class BertTaskModel(nn.Module):
                 "num_labels": self.spec.num_labels, "num_aspects": _num_aspects(self.spec),
                 "vocab_map": asdict(self.vocab_map) if self.vocab_map is not None else None,
                 "pooling": self.pooling}
+        if self.spec.source is not None:  # your own dataset is in no registry: the model carries its definition
+            info["spec"] = self.spec.source
         (out_dir / BERT_INFO).write_text(json.dumps(info, indent=2))
         return out_dir
 

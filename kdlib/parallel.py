@@ -98,9 +98,41 @@ def execute_notebook(name: str, notebook: Path, out_dir: Path, parameters: dict[
     rundir.write_json(out_dir / "params.json", {"run": name, "notebook": notebook.name, "parameters": parameters})
     started = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters=parameters,
-                               kernel_name=kernel, cwd=str(out_dir), progress_bar=False, log_output=False,
-                               **_kernel_config())
+                               cwd=str(out_dir), progress_bar=False, log_output=False, **_kernel_config(),
+                               **kernel_arguments(kernel))
     rundir.mark_done(out_dir, run=name, seconds=round(time.perf_counter() - started, 1))
+
+
+# "" (the default of `kdexam run --kernel`): the interpreter running kd-exam, whatever kernels Jupyter has installed
+# (a `python3` kernel of another environment would lack kdlib, or run another version of it).
+THIS_INTERPRETER = ""
+
+
+def kernel_arguments(kernel: str) -> dict[str, Any]:
+    """papermill's arguments for `kernel`: a named Jupyter kernel, or THIS_INTERPRETER's own ipykernel."""
+    if kernel != THIS_INTERPRETER:
+        return {"kernel_name": kernel}
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from traitlets import default
+
+    class ThisInterpreterSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            if kernel_name != THIS_INTERPRETER_KERNEL:
+                return super().get_kernel_spec(kernel_name)
+            from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+
+            return KernelSpec(resource_dir=RESOURCES, **get_kernel_dict())  # argv: sys.executable -m ipykernel
+
+    class ThisInterpreterKernel(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _kernel_spec_manager_default(self) -> KernelSpecManager:
+            return ThisInterpreterSpecs(data_dir=self.data_dir)
+
+    return {"kernel_name": THIS_INTERPRETER_KERNEL, "kernel_manager_class": ThisInterpreterKernel}
+
+
+THIS_INTERPRETER_KERNEL = "kdexam-this-python"  # the name the executed notebooks record
 
 
 def _kernel_config() -> dict[str, Any]:

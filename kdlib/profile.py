@@ -60,7 +60,7 @@ class ProfileParams:
     """Everything a profile run needs; the fields are the parameters of notebooks/06_profile.ipynb."""
 
     study_dir: str  # the study folder holding teacher/<dataset>/ and distill/<dataset>/
-    dataset: str
+    dataset: str | dict  # an IndoNLU key, or the definition of your own dataset (kdlib.owndata)
     out_dir: str
     data_dir: str | None = None
     thread_counts: list[int] = field(default_factory=lambda: [1, 0])  # 0 = every core of the machine
@@ -112,7 +112,7 @@ def _finished(run_dir: Path) -> bool:
     return (run_dir / rundir.METRICS).is_file() and (run_dir / "model").is_dir()
 
 
-def find_models(study_dir: str | os.PathLike, dataset: str) -> list[ProfiledModel]:
+def find_models(study_dir: str | os.PathLike, dataset: str | dict | data.DatasetSpec) -> list[ProfiledModel]:
     """The teacher, then one run per student architecture (the distilled one with the lowest seed first).
 
     Cost depends on the architecture only, so variants and seeds of a student share its profile; quality per
@@ -137,7 +137,18 @@ def find_models(study_dir: str | os.PathLike, dataset: str) -> list[ProfiledMode
     return [ProfiledModel("teacher", teacher, rundir.read_json(teacher / rundir.METRICS)), *students]
 
 
-def teacher_data_dir(study_dir: str | os.PathLike, dataset: str) -> str | None:
+def study_dataset(study_dir: str | os.PathLike, name: str) -> str | dict:
+    """A dataset of a study by its folder name: an IndoNLU key, or your own dataset's definition, which its teacher's
+    model folder carries (kdexam.json)."""
+    if name.lower() in data.DATASETS:
+        return name.lower()
+    info = Path(study_dir) / "teacher" / name / "teacher" / "model" / models.BERT_INFO
+    if info.is_file() and rundir.read_json(info).get("spec"):
+        return rundir.read_json(info)["spec"]
+    return data.get_spec(name).key  # an unknown name: the registry's error, with suggestions
+
+
+def teacher_data_dir(study_dir: str | os.PathLike, dataset: str | dict) -> str | None:
     """The data folder the dataset's teacher was trained on (from its metrics.json), if it still exists."""
     path = Path(study_dir) / "teacher" / data.get_spec(dataset).key / "teacher" / rundir.METRICS
     folder = (rundir.read_json(path).get("params") or {}).get("data_dir") if path.is_file() else None
@@ -568,7 +579,8 @@ def prepare_model(pm: ProfiledModel, inputs: ModelInputs, p: ProfileParams, w: W
     info = {"model": pm.name, "variant": pm.metrics.get("variant"), "seed": pm.metrics.get("seed"),
             "run_dir": str(pm.run_dir), "kind": pm.kind, "parameters": models.count_parameters(model),
             "safetensors_bytes": sum(f.stat().st_size for f in pm.model_dir.glob("*.safetensors")),
-            "test_f1_run": pm.metrics.get("f1"), "f1_torch": _score(model, inputs, w), "eval_examples": len(w.scored)}
+            "test_f1_run": pm.metrics.get("f1"), "f1_torch": _score(model, inputs, w), "eval_examples": len(w.scored),
+            "trained_on": pm.metrics.get("device", "cpu")}  # where it trained; every number here is this CPU's
     files = onnx_variants(pm.name, model, inputs, p, w, info) if p.onnx or p.int8 else {}
     count = p.warmup + p.runs
     batches = {(kind, size): real_batches(inputs, w.order, size, count) if kind == "real" else
@@ -632,11 +644,11 @@ All models are loaded, scored and exported first; then each setting times them i
     out, study = Path(p.out_dir), Path(p.study_dir)
     work = out / "onnx"
     work.mkdir(parents=True, exist_ok=True)
-    found = find_models(study, spec.key)
+    found = find_models(study, spec)
     if p.reference:
         found.append(reference_model(p.reference, spec, found[0].run_dir, work / "reference"))
     env = machine()  # before measuring: its load average says how busy the machine was
-    test = data.load_split(spec.key, "test", p.data_dir)
+    test = data.load_split(spec, "test", p.data_dir)
     order = np.random.default_rng(p.seed).permutation(len(test)).tolist()
     w = Workload(spec, order, sorted(order[:p.max_test_examples] if p.max_test_examples else order),
                  exam.gold_labels(test, spec), work)

@@ -20,7 +20,7 @@ from kdlib import rundir
 
 COLUMNS = ["stage", "dataset", "model", "variant", "seed", "kd", "loss", "alpha", "temperature", "f1",
            "valid_f1", "teacher_f1", "parameters", "train_examples", "train_split_examples", "best_epoch",
-           "resumed_from_epoch", "train_seconds", "wall_seconds", "finished", "run_dir"]
+           "resumed_from_epoch", "train_seconds", "wall_seconds", "finished", "run_dir", "shape"]
 
 
 def collect(study_dir: str | os.PathLike, *, finished_only: bool = True) -> pd.DataFrame:
@@ -41,6 +41,7 @@ def collect(study_dir: str | os.PathLike, *, finished_only: bool = True) -> pd.D
             "train_split_examples": m.get("train_split_examples"), "resumed_from_epoch": m.get("resumed_from_epoch"),
             "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds"),
             "wall_seconds": m.get("wall_seconds"), "finished": finished, "run_dir": str(path.parent),
+            "shape": m.get("shape"),  # runs before your own datasets existed have none: IndoNLU's registry knows
         })
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -232,11 +233,12 @@ def costs(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real
     return out
 
 
-def group_of(dataset: str) -> str:
-    """The task group of a dataset: "classification" (single, pair, aspect) or "tagging" (tagging, QA)."""
+def group_of(dataset: str, shape: str | None = None) -> str:
+    """The task group of a dataset: "classification" (single, pair, aspect) or "tagging" (tagging, QA); `shape`
+    (from the run's metrics.json) for your own datasets, which the registry does not know."""
     from kdlib.data import get_spec
 
-    return GROUPS[get_spec(dataset).shape]
+    return GROUPS[shape if isinstance(shape, str) else get_spec(dataset).shape]
 
 
 def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real") -> pd.DataFrame:
@@ -257,7 +259,8 @@ def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str =
             raise
         cost = pd.DataFrame(columns=["dataset", "model"])
     frame = runs.merge(cost.drop(columns=["parameters"], errors="ignore"), on=["dataset", "model"], how="left")
-    return frame.assign(group=frame["dataset"].map(group_of)).reset_index(drop=True)
+    groups = [group_of(d, s) for d, s in zip(frame["dataset"], frame["shape"])]
+    return frame.assign(group=groups).reset_index(drop=True)
 
 
 def _model_order(models: Sequence[str]) -> list[str]:
@@ -282,7 +285,8 @@ def scoreboard(frame: pd.DataFrame) -> pd.DataFrame:
     teacher = best[best["model"] == "teacher"].set_index("dataset")["f1"]
     best["teacher_f1"] = best["dataset"].map(teacher)
     best["delta"] = best["f1"] - best["teacher_f1"]
-    best["group"] = best["dataset"].map(group_of)
+    best["group"] = best["dataset"].map(dict(zip(frame["dataset"], frame["group"])) if "group" in frame
+                                        else group_of)
     from kdlib.data import DATASETS
 
     order = {d: i for i, d in enumerate(DATASETS)}
@@ -655,7 +659,7 @@ def recommend(board: pd.DataFrame, *, dataset: str | None = None, max_latency_ms
     if dataset is not None:
         from kdlib.data import get_spec
 
-        dataset = get_spec(dataset).key
+        dataset = dataset if dataset in datasets else get_spec(dataset).key
         if dataset not in datasets:
             raise KdExamError(f"dataset {dataset} has no finished runs in this study; it has {', '.join(datasets)}.")
         datasets = [dataset]

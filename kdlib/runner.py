@@ -32,6 +32,13 @@ NOTEBOOKS.update({"ablation-loss": "03_ablation_loss.ipynb", "ablation-embedding
                   "ablation-augmentation": "05_ablation_augmentation.ipynb"})
 NOTEBOOKS.update({"profile": "06_profile.ipynb", "analysis": "07_analysis.ipynb"})
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def notebooks_folder() -> Path:
+    """The numbered notebooks: inside the installed package (a wheel ships them as kdlib/notebooks), else the
+    checkout's notebooks/ (an editable install)."""
+    packaged = Path(__file__).resolve().parent / "notebooks"
+    return packaged if (packaged / NOTEBOOKS["teacher"]).is_file() else REPO_ROOT / "notebooks"
 EXCLUSIVE_STAGES = {"profile"}  # they measure latency and memory: with --jobs N they run alone, one at a time
 
 
@@ -68,14 +75,18 @@ def variant_name(v: Variant) -> str:
     return name if v.alpha == 0 else f"{name}-a{v.alpha:g}"
 
 
-def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = None,
+def plan(study: Study, *, root: Path | None = None, notebooks_dir: Path | None = None,
          data_dir: str | None = None) -> list[Run]:
-    """Every run of a study, teachers first; parameters are absolute paths and literals only."""
+    """Every run of a study, teachers first; parameters are absolute paths and literals only. `root` (default: the
+    working directory) holds the outputs folder unless the study's output_dir is absolute."""
     from kdlib.data import resolve_data_dir
 
-    notebooks_dir = notebooks_dir or root / "notebooks"
+    root = Path.cwd() if root is None else root
+    notebooks_dir = notebooks_dir or notebooks_folder()
     study_dir = study.study_dir(root)
-    data = str(resolve_data_dir(data_dir or study.data_dir))
+    # a study of your own datasets only may have no IndoNLU folder at all (its Tang rule then has no POS lexicon)
+    indonlu = any(d not in study.own_datasets for d in study.datasets)
+    data = str(resolve_data_dir(data_dir or study.data_dir, must_exist=indonlu))
     models_dir = str(study_dir.parent / "models")
     runs: list[Run] = []
     caches: dict[str, dict[str, str]] = {d: {} for d in study.datasets}  # cache_dir per dataset, for borrowers
@@ -87,8 +98,8 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
         for dataset, teacher_dir in teacher_dirs.items():  # teachers first: every student needs one
             runs.append(Run("teacher", dataset, "teacher", notebooks_dir / NOTEBOOKS["teacher"], teacher_dir, {
                 **recipe_defaults(TeacherParams), "models_dir": models_dir, **study.teacher_for(dataset),
-                "dataset": dataset, "out_dir": str(teacher_dir), "data_dir": data, "seed": study.seeds[0],
-                "threads": study.threads}))
+                "dataset": study.dataset_param(dataset), "out_dir": str(teacher_dir), "data_dir": data,
+                "seed": study.seeds[0], "threads": study.threads, "device": study.device}))
     for student in study.students:  # in the file's order: list cheap students first to see results early
         for dataset, teacher_dir in teacher_dirs.items():
             if student not in study.students_for(dataset):
@@ -103,10 +114,10 @@ def plan(study: Study, *, root: Path = REPO_ROOT, notebooks_dir: Path | None = N
                     runs.append(Run("distill", dataset, out.name, notebooks_dir / NOTEBOOKS["distill"], out, {
                         **recipe_defaults(DistillParams), "embedding_dir": str(study_dir / "cache" / "embeddings"),
                         **settings, **(NO_TEACHER_DATA if v.loss == "ce" else {}),
-                        "dataset": dataset, "student": student,
+                        "dataset": study.dataset_param(dataset), "student": student,
                         "teacher_dir": str(teacher_dir), "out_dir": str(out), "data_dir": data, "loss": v.loss,
                         "alpha": float(v.alpha), "temperature": float(v.temperature), "seed": seed,
-                        "threads": study.threads, "student_options": study.student_options.get(student, {}),
+                        "threads": study.threads, "device": study.device, "student_options": study.student_options.get(student, {}),
                         "baseline_dir": str(baseline) if baseline and v.loss != "ce" else "",
                         "train_teacher_if_missing": False, **caches[dataset]}, needs=(teacher_dir,)))
     runs += plan_ablations(study, study_dir, teacher_dirs, data, caches, notebooks_dir)
@@ -238,8 +249,9 @@ def plan_ablations(study: Study, study_dir: Path, teacher_dirs: dict[str, Path],
                         grid.append(Run(name, dataset, out.name, notebooks_dir / NOTEBOOKS[name], out, {
                             **recipe_defaults(AblationParams), "embedding_dir": str(study_dir / "cache" / "embeddings"),
                             **caches[dataset], **study.distill_for(dataset, student), **stage.settings, **v.settings,
-                            "dataset": dataset, "student": student, "teacher_dir": str(teacher_dir),
-                            "out_dir": str(out), "data_dir": data, "seed": seed, "threads": study.threads,
+                            "dataset": study.dataset_param(dataset), "student": student,
+                            "teacher_dir": str(teacher_dir), "out_dir": str(out), "data_dir": data, "seed": seed,
+                            "threads": study.threads, "device": study.device,
                             "student_options": {**study.student_options.get(student, {}), **v.student_options},
                             "stage": name, "variant": label, "train_teacher_if_missing": False}, needs=(teacher_dir,)))
                 last = grid[-1]
@@ -260,7 +272,8 @@ def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: 
         out = study_dir / "profile" / dataset / "profile"
         needs = tuple(r.out_dir for r in runs if r.dataset == dataset and r.stage in ("teacher", "distill"))
         profiles.append(Run("profile", dataset, "profile", notebooks_dir / NOTEBOOKS["profile"], out, {
-            **recipe_defaults(ProfileParams), **study.profile, "study_dir": str(study_dir), "dataset": dataset,
+            **recipe_defaults(ProfileParams), **study.profile, "study_dir": str(study_dir),
+            "dataset": study.dataset_param(dataset),
             "out_dir": str(out), "data_dir": data, "prepare_if_missing": False}, needs=needs))
     out = study_dir / "analysis" / "all" / "analysis"
     notebook = notebooks_dir / NOTEBOOKS["analysis"]
@@ -273,7 +286,7 @@ def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: 
 # Keys that say where a run lives or how it is executed, not what it computes: another --jobs or --data-dir (the
 # same IndoNLU files elsewhere) does not make a finished run stale. Paths into the outputs folder (teacher_dir)
 # are compared relative to it, so a moved outputs folder does not either.
-NOT_SETTINGS = {"threads", "executed_notebook", "data_dir", "out_dir", "models_dir", "embedding_dir", "study_dir",
+NOT_SETTINGS = {"threads", "device", "executed_notebook", "data_dir", "out_dir", "models_dir", "embedding_dir", "study_dir",
                 "baseline_dir", "cache_dir"}
 RECIPES = {"teacher": "TeacherParams", "distill": "DistillParams", "ablation-loss": "AblationParams",
            "ablation-embedding": "AblationParams", "ablation-augmentation": "AblationParams"}
@@ -421,12 +434,12 @@ class Summary:
         return "\n".join(lines)
 
 
-def execute_run(run: Run, *, kernel: str = "python3") -> None:
+def execute_run(run: Run, *, kernel: str = parallel.THIS_INTERPRETER) -> None:
     """One papermill execution in this process; done.json is written only after the notebook finished."""
     parallel.execute_notebook(run.name, run.notebook, run.out_dir, run.parameters, kernel)
 
 
-def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jobs: int = 1,
+def execute(runs: list[Run], *, force: bool = False, kernel: str = parallel.THIS_INTERPRETER, jobs: int = 1,
             scheduler: str | None = None, echo=print, on_done: Callable[[Run], None] | None = None,
             redo: Collection[Path] = ()) -> Summary:
     """Run what is not done yet as Dask tasks, each once the runs it needs are done; a failure blocks only those.
@@ -437,7 +450,6 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jo
     `redo` are redone, as `force` redoes all; a finished run's folder is replaced only when the run starts, so one
     that never starts (its teacher failed) keeps its results.
     """
-    from distributed import as_completed
 
     started = time.perf_counter()
     summary = Summary()
@@ -495,21 +507,29 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jo
         c.subscribe_topic(topic, lambda event: echo(f"  started {event[1]['run']} on worker {event[1]['worker']} "
                                                     f"({event[1]['threads']} threads)"))
         echo(f"{total} run(s) to do on {scheduler or f'{jobs} local worker process(es)'}")
-        queue = as_completed()
+        queue = set()
+        shown = ProgressShown(echo)
         try:
             submit_ready(c, queue)
-            for future in queue:
-                run = running.pop(future)
-                outcome = _outcome(future, run)
-                state[run.out_dir] = outcome.status
-                if outcome.status == "done":
-                    summary.done.append(run.name)
-                    echo(f"{tag(run)}: done in {outcome.seconds:.0f}s")
-                    if on_done:
-                        on_done(run)
-                else:
-                    summary.failed.append((run.name, str(run.out_dir / run.notebook.name), outcome.error))
-                    echo(f"{tag(run)}: FAILED ({outcome.error})")
+            while queue:
+                finished = [f for f in queue if f.done()]
+                if not finished:  # a run's latest progress line, from its progress.json, now and then
+                    shown.poll(list(running.values()), total - len(waiting) - len(running), total)
+                    time.sleep(POLL_SECONDS)
+                    continue
+                for future in finished:
+                    queue.discard(future)
+                    run = running.pop(future)
+                    outcome = _outcome(future, run)
+                    state[run.out_dir] = outcome.status
+                    if outcome.status == "done":
+                        summary.done.append(run.name)
+                        echo(f"{tag(run)}: done in {outcome.seconds:.0f}s")
+                        if on_done:
+                            on_done(run)
+                    else:
+                        summary.failed.append((run.name, str(run.out_dir / run.notebook.name), outcome.error))
+                        echo(f"{tag(run)}: FAILED ({outcome.error})")
                 submit_ready(c, queue)
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -519,6 +539,31 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = "python3", jo
         summary.blocked += [r.name for r in waiting]  # needs that can never finish (a cycle)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+POLL_SECONDS = 1.0  # how often the runner looks for finished runs and progress lines
+PROGRESS_EVERY = 15.0  # seconds between two progress lines of one run (a changed line, never a repeated one)
+
+
+class ProgressShown:
+    """Prints, for each running run, its latest progress line (kdlib.progress) when it changed, at most every
+    PROGRESS_EVERY seconds, after a bar of the runs done: a 15-minute teacher says where it is."""
+
+    def __init__(self, echo):
+        self.echo, self.last_line, self.last_time = echo, {}, {}
+
+    def poll(self, runs: list[Run], done: int, total: int) -> None:
+        from kdlib import progress
+
+        now = time.monotonic()
+        for run in runs:
+            p = progress.read(run.out_dir)
+            text = progress.line(p) if p else ""
+            if not text or text == self.last_line.get(run.out_dir) or \
+                    now - self.last_time.get(run.out_dir, -PROGRESS_EVERY) < PROGRESS_EVERY:
+                continue
+            self.last_line[run.out_dir], self.last_time[run.out_dir] = text, now
+            self.echo(f"{progress.bar(done, total)} | {run.name}: {text}")
 
 
 def _outcome(future, run: Run) -> parallel.Outcome:
@@ -531,20 +576,24 @@ def _outcome(future, run: Run) -> parallel.Outcome:
     return parallel.Outcome(run.name, "failed", error=f"the task was {future.status}")
 
 
-def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: str = "python3",
-              data_dir: str | None = None, root: Path = REPO_ROOT, jobs: int = 1, scheduler: str | None = None,
+def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: str = parallel.THIS_INTERPRETER,
+              data_dir: str | None = None, root: Path | None = None, jobs: int = 1, scheduler: str | None = None,
               rerun_changed: bool = False, stages: Sequence[str] | None = None,
-              datasets: Sequence[str] | None = None, threads: int | None = None, echo=print) -> Summary:
+              datasets: Sequence[str] | None = None, threads: int | None = None, device: str | None = None,
+              echo=print) -> Summary:
     """Run (or with dry_run list) a study's runs; `stages` keeps only the runs of those stages (teacher, distill,
     ablation-*, profile, analysis) and `datasets` those of these datasets: a run whose needs are outside them and
     not done is blocked, not run."""
     from kdlib.config import load_params
 
     study = load_params(path)
+    root = Path.cwd() if root is None else root
     if threads is not None:
         if threads < 0:
             raise ConfigError(f"--threads {threads}: a number of torch threads per run, >= 1 (0: the cores / --jobs).")
         study = replace(study, threads=threads)
+    if device is not None:
+        study = replace(study, device=device)
     runs = plan(study, root=root, data_dir=data_dir)
     if stages:
         unknown = sorted(set(stages) - set(NOTEBOOKS))
@@ -556,12 +605,7 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
                               f"{', '.join(dict.fromkeys(r.stage for r in runs))}).")
         runs = [r for r in runs if r.stage in stages]
     if datasets:
-        from kdlib.data import get_spec
-
-        chosen = {get_spec(str(d)).key for d in datasets}
-        outside = sorted(chosen - set(study.datasets))
-        if outside:
-            raise ConfigError(f"{path}: dataset(s) {', '.join(outside)} not in this study ({', '.join(study.datasets)}).")
+        chosen = {study.dataset_key(str(d)) for d in datasets}
         runs = [r for r in runs if r.dataset in chosen]
     check_parameters(runs)
     stale = {} if force else stale_runs(runs)

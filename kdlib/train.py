@@ -7,13 +7,14 @@ from it after an interrupt.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import pickle
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from kdlib import losses, rundir
 from kdlib.data import IGNORE_INDEX, DatasetSpec
-from kdlib.errors import RunFolderError
+from kdlib.errors import ConfigError, RunFolderError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,40 @@ def set_threads(threads: int | None) -> int:
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto": the GPU when torch sees one (CUDA), else the CPU; "cpu" and "cuda" as they say."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device {device!r}: use auto (CUDA when available), cpu or cuda.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False); use "
+                          "device: auto or cpu, or install a CUDA build of torch.")
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """What metrics.json records: "cpu", or "cuda (<GPU name>)"."""
+    return "cpu" if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})"
+
+
+def mixed_precision(device: torch.device):
+    """Autocast on CUDA (bfloat16 where the GPU has it, else float16); nothing on the CPU, whose path is as it was."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def model_device(model) -> torch.device:
+    """Where a model's weights are; the CPU for anything else that maps a batch to logits (an ONNX session)."""
+    weights = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return torch.device("cpu") if weights is None else weights.device
 
 
 @dataclass(frozen=True)
@@ -163,7 +198,7 @@ def kd_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
 
 
 def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> torch.Tensor:
-    logits = model(batch).logits
+    logits = model(batch).logits.float()  # a no-op on the CPU; under CUDA autocast the loss is taken in float32
     return losses.distillation_loss(cfg.loss, logits, labels=batch.get("labels"),
                                     teacher_logits=batch.get("teacher_logits"), mask=kd_mask(batch),
                                     alpha=cfg.alpha, temperature=cfg.temperature)
@@ -175,11 +210,13 @@ def predict_logits(model: torch.nn.Module, features: Sequence[dict], collator: C
     """Unit-level logits per example, in the order of `features`: (C,), (A, C), or (n_words, C) for tagging,
     where words the model could not see (word_index -1) are NaN."""
     model.eval()
+    device = model_device(model)
     loader = make_loader(features, collator, batch_size, shuffle=False)
     out: list[np.ndarray | None] = [None] * len(features)
     order = iter(loader.batch_sampler)
     for batch in tqdm(loader, desc=desc, leave=False, mininterval=5):
-        logits = model(batch).logits.float().numpy()
+        with mixed_precision(device):
+            logits = model(to_device(batch, device)).logits.float().cpu().numpy()
         for row, idx in enumerate(next(order)):
             value = logits[row]
             if "word_index" in batch:
@@ -232,7 +269,8 @@ class FitResult:
 
 def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: Sequence[dict],
         valid_gold: Sequence, spec: DatasetSpec, cfg: TrainConfig, work_dir: str | os.PathLike,
-        collator: Collator) -> FitResult:
+        collator: Collator, *, device: torch.device | None = None,
+        progress: Callable[[dict], None] | None = None) -> FitResult:
     """Train with AdamW and linear warm-up/decay, keep the best validation epoch, checkpoint every epoch.
 
     `work_dir/checkpoint.pt` holds the state after the last finished epoch (model, optimiser, scheduler, RNG,
@@ -241,9 +279,17 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
     `weights_only=True`, so a run folder from elsewhere cannot run code when resumed. best.pt is written after
     checkpoint.pt: a kill between the two leaves a checkpoint whose best epoch is its own last epoch, and resuming
     rewrites best.pt from that checkpoint's weights.
+
+    `device` (default: the CPU) is where the model trains, with mixed precision on CUDA; the device is not part of
+    the checkpoint's settings, so a run may resume on another one. `progress` is called every few seconds and after
+    each epoch with a dict (epoch, epochs, step, steps, loss, valid_f1, eta_seconds) for the terminal.
     """
     from transformers import get_linear_schedule_with_warmup
 
+    device = device or torch.device("cpu")
+    if device.type != "cpu":
+        model.to(device)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and not torch.cuda.is_bf16_supported() else None
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     rundir.clean_temp_files(work_dir)  # a killed attempt's half-written checkpoint
@@ -265,7 +311,7 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
             raise ValueError(f"{ckpt_path} was written with other settings ({state['config']}); delete "
                              f"{work_dir} to start over with {asdict(cfg)}.")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])  # its state follows the parameters' device
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         result.history, result.best_epoch, result.best_valid = state["history"], state["best_epoch"], state["best_valid"]
@@ -275,6 +321,7 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
             _atomic_torch_save(state["model"], best_path)
         log.info("resuming %s after epoch %d", work_dir, start_epoch)
 
+    report = _Reporter(progress, cfg.epochs, len(loader), start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         if bad_epochs >= cfg.patience:
             break
@@ -282,17 +329,28 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
         loader.batch_sampler.set_epoch(epoch)
         started, total_loss, seen = time.perf_counter(), 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=5)
-        for batch in bar:
-            loss = batch_loss(model, batch, cfg)
+        for step, batch in enumerate(bar, start=1):
+            batch = to_device(batch, device)
+            with mixed_precision(device):
+                loss = batch_loss(model, batch, cfg)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+            else:  # float16 on a GPU without bfloat16: scale the loss so small gradients survive
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             n = len(next(iter(batch.values())))
             total_loss, seen = total_loss + loss.item() * n, seen + n
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+            report.step(epoch + 1, step, total_loss / seen)
         seconds = time.perf_counter() - started
         valid = evaluate(model, valid_features, valid_gold, spec, collator, cfg.eval_batch_size)
         row = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "valid_f1": valid["f1"],
@@ -311,10 +369,40 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
                             "config": asdict(cfg)}, ckpt_path)
         if improved:  # after the checkpoint: best.pt is never newer than the best epoch it records
             _atomic_torch_save(model.state_dict(), best_path)
+        report.epoch(epoch + 1, row["train_loss"], valid["f1"])
     if best_path.exists():
         model.load_state_dict(_load(best_path))
     result.train_seconds = sum(r["seconds"] for r in result.history)
     return result
+
+
+class _Reporter:
+    """Calls `progress` at most every PROGRESS_SECONDS during an epoch and after every epoch; ETA assumes every
+    remaining epoch runs (early stopping may end sooner)."""
+
+    PROGRESS_SECONDS = 5.0
+
+    def __init__(self, progress: Callable[[dict], None] | None, epochs: int, steps: int, start_epoch: int):
+        self.progress, self.epochs, self.steps = progress, epochs, max(1, steps)
+        self.started, self.done_steps, self.last = time.perf_counter(), 0, 0.0
+        self.remaining = (epochs - start_epoch) * self.steps
+        self.valid_f1: float | None = None
+
+    def _send(self, **fields) -> None:
+        per_step = (time.perf_counter() - self.started) / max(1, self.done_steps)
+        self.progress({"epochs": self.epochs, "steps": self.steps, "valid_f1": self.valid_f1,
+                       "eta_seconds": per_step * max(0, self.remaining - self.done_steps), **fields})
+        self.last = time.perf_counter()
+
+    def step(self, epoch: int, step: int, loss: float) -> None:
+        self.done_steps += 1
+        if self.progress and time.perf_counter() - self.last >= self.PROGRESS_SECONDS:
+            self._send(epoch=epoch, step=step, loss=loss)
+
+    def epoch(self, epoch: int, loss: float, valid_f1: float) -> None:
+        self.valid_f1 = valid_f1
+        if self.progress:
+            self._send(epoch=epoch, step=self.steps, loss=loss)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -325,7 +413,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
 def _load(path: Path):
     """A checkpoint of tensors and plain values; anything else (a pickled object, a truncated file) is refused."""
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, weights_only=True, map_location="cpu")  # a GPU run's checkpoint resumes anywhere
     except pickle.UnpicklingError:
         reason = "it holds objects other than tensors and plain values, which could run code when loaded"
     except (RuntimeError, EOFError, OSError, ValueError) as e:
