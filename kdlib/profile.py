@@ -633,7 +633,7 @@ def run_profile(p: ProfileParams) -> ProfileResult:
 
 All models are loaded, scored and exported first; then each setting times them interleaved, round by round.
 """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from kdlib.train import set_seed
 

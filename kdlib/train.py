@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars (no notebook widget detection); a notebook run turns them off: kdlib.notebook
 
 from kdlib import losses, rundir
 from kdlib.data import IGNORE_INDEX, DatasetSpec

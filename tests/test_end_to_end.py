@@ -176,6 +176,9 @@ def test_kdexam_run_executes_notebooks_then_skips_and_resumes(tmp_path, _tiny_ma
     assert any(c["metadata"].get("tags") == ["injected-parameters"] for c in executed["cells"])
     assert not [c for c in executed["cells"] if c["cell_type"] == "code" and
                 any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    # it reads as a report: no progress bars, log lines or warnings in it (they are in run.log beside it)
+    assert not [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "stream"]
+    assert "epoch" in (run / "run.log").read_text()
     df = report.collect(study)
     assert len(df) == 6 and df["f1"].between(0, 1).all()
     assert set(df["variant"]) == {"tiny-random", "mse", "no-kd"}
