@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from kdlib import textio
 from kdlib.errors import DataError, KdExamError, unknown_name
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # annotations only: the library itself is imported on first use (see __getattr__)
+    import datasets
 
 
 def __getattr__(name: str):

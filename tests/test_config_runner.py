@@ -297,7 +297,7 @@ def test_teachers_from_reads_another_studys_finished_teachers(tmp_path, tiny_dat
     runner.check_parameters(runs)
     assert runner.missing_teachers(config.load_params(params), runner.REPO_ROOT) == ""
 
-    by_path = write(tmp_path, TEACHERS_FROM.replace("lender", f"./out/lender") + f"output_dir: {out}\n")
+    by_path = write(tmp_path, TEACHERS_FROM.replace("lender", "./out/lender") + f"output_dir: {out}\n")
     assert runner.plan(config.load_params(by_path), data_dir=str(tiny_data_dir))[0].needs == runs[0].needs
     _finish(runs[0])
     assert runner.stale_runs(runs) == {}
