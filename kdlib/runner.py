@@ -100,26 +100,34 @@ def plan(study: Study, *, root: Path | None = None, notebooks_dir: Path | None =
                 **recipe_defaults(TeacherParams), "models_dir": models_dir, **study.teacher_for(dataset),
                 "dataset": study.dataset_param(dataset), "out_dir": str(teacher_dir), "data_dir": data,
                 "seed": study.seeds[0], "threads": study.threads, "device": study.device}))
-    for student in study.students:  # in the file's order: list cheap students first to see results early
-        for dataset, teacher_dir in teacher_dirs.items():
+    distill: list[tuple[tuple[int, int, int], Run]] = []
+    # Run order: seed by seed, then the file's order of students (list cheap ones first) and datasets, so a long
+    # study has every student's first seed (the KD-vs-no-KD picture) before any second seed.
+    for s_rank, student in enumerate(study.students):
+        for d_rank, (dataset, teacher_dir) in enumerate(teacher_dirs.items()):
             if student not in study.students_for(dataset):
                 continue
-            for seed in study.seeds_for(student):
+            for seed_rank, seed in enumerate(study.seeds_for(student)):
                 dirs = {v: study_dir / "distill" / dataset / f"{student}-{variant_name(v)}-s{seed}"
                         for v in study.variants_for(student)}
                 baseline = next((d for v, d in dirs.items() if v.loss == "ce"), None)
                 settings = study.distill_for(dataset, student)
                 _check_transfer(settings, dataset, f"{study.path}: {dataset} x {student}")
                 for v, out in sorted(dirs.items(), key=lambda kv: kv[0].loss != "ce"):  # baselines first
-                    runs.append(Run("distill", dataset, out.name, notebooks_dir / NOTEBOOKS["distill"], out, {
+                    parameters = {
                         **recipe_defaults(DistillParams), "embedding_dir": str(study_dir / "cache" / "embeddings"),
                         **settings, **(NO_TEACHER_DATA if v.loss == "ce" else {}),
                         "dataset": study.dataset_param(dataset), "student": student,
                         "teacher_dir": str(teacher_dir), "out_dir": str(out), "data_dir": data, "loss": v.loss,
                         "alpha": float(v.alpha), "temperature": float(v.temperature), "seed": seed,
-                        "threads": study.threads, "device": study.device, "student_options": study.student_options.get(student, {}),
+                        "threads": study.threads, "device": study.device,
+                        "student_options": study.student_options.get(student, {}),
                         "baseline_dir": str(baseline) if baseline and v.loss != "ce" else "",
-                        "train_teacher_if_missing": False, **caches[dataset]}, needs=(teacher_dir,)))
+                        "train_teacher_if_missing": False, **caches[dataset]}
+                    run = Run("distill", dataset, out.name, notebooks_dir / NOTEBOOKS["distill"], out, parameters,
+                              needs=(teacher_dir,))
+                    distill.append(((seed_rank, s_rank, d_rank), run))
+    runs += [run for _, run in sorted(distill, key=lambda item: item[0])]  # a stable sort: baselines stay first
     runs += plan_ablations(study, study_dir, teacher_dirs, data, caches, notebooks_dir)
     runs = _teacher_logit_sets(runs, study)
     runs += profile_runs(study, runs, study_dir, notebooks_dir, data)
