@@ -79,6 +79,7 @@ class DistillParams:
     lr: float | None = None  # None = the student's default
     batch_size: int = 32
     patience: int = 3
+    min_epochs: int = 1  # early stopping may end a run only after this many epochs (a majority-class start is slow)
     max_words: int = 256  # word-level students read at most this many words
     min_freq: int = 1  # word-level vocabulary: minimum train-split frequency
     max_vocab: int | None = 50000
@@ -129,7 +130,8 @@ def params_from_cell(cls, namespace: dict[str, Any]):
 LIMITS: dict[str, limits.Limit] = {
     "max_length": limits.COUNT, "max_train_examples": limits.COUNT, "max_valid_examples": limits.COUNT,
     "logit_train_examples": limits.COUNT, "epochs": limits.COUNT, "lr": limits.RATE, "batch_size": limits.COUNT,
-    "patience": limits.COUNT, "pooling": limits.one_of(*models.POOLINGS), "seed": limits.SEED,
+    "patience": limits.COUNT, "min_epochs": limits.COUNT, "pooling": limits.one_of(*models.POOLINGS),
+    "seed": limits.SEED,
     "threads": limits.THREADS, "device": limits.DEVICE,
     "alpha": limits.PROBABILITY, "temperature": limits.RATE, "max_words": limits.COUNT, "min_freq": limits.COUNT,
     "max_vocab": limits.at_least(1), "word_dropout": limits.at_least(0),
@@ -401,7 +403,7 @@ def run_distill(p: DistillParams) -> RunResult:
 
     lr = p.lr if p.lr is not None else student.lr_for(p.student_options)
     cfg = TrainConfig(epochs=p.epochs, lr=lr, batch_size=p.batch_size, patience=p.patience, loss=p.loss,
-                      alpha=p.alpha, temperature=p.temperature, seed=p.seed)
+                      alpha=p.alpha, temperature=p.temperature, seed=p.seed, min_epochs=p.min_epochs)
     result = fit(model, feats["train"], feats["valid"], gold_labels(dd["valid"], spec), spec, cfg, out / "work",
                  collator, device=device, progress=progress.writer(out, what=p.student))
     preds = {s: predictions(predict_logits(model, feats[s], collator), _fallback(spec)) for s in ("valid", "test")}

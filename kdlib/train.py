@@ -91,6 +91,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     patience: int = 2  # epochs without validation improvement before stopping
+    min_epochs: int = 1  # early stopping may end a run only after this many epochs (a slow start is not a plateau)
     max_grad_norm: float = 1.0
     loss: str = "ce"  # kdlib.losses.LOSSES key
     alpha: float = 0.0  # weight of hard-label CE in alpha*CE + (1-alpha)*KD
@@ -307,7 +308,8 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
     ckpt_path, best_path = work_dir / "checkpoint.pt", work_dir / "best.pt"
     if ckpt_path.exists():
         state = _load(ckpt_path)
-        if state["config"] != asdict(cfg):
+        written = {**asdict(TrainConfig()), **state["config"]}  # a setting added since has its default there
+        if written != asdict(cfg):
             raise ValueError(f"{ckpt_path} was written with other settings ({state['config']}); delete "
                              f"{work_dir} to start over with {asdict(cfg)}.")
         model.load_state_dict(state["model"])
@@ -323,7 +325,7 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
 
     report = _Reporter(progress, cfg.epochs, len(loader), start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
-        if bad_epochs >= cfg.patience:
+        if bad_epochs >= cfg.patience and epoch >= cfg.min_epochs:
             break
         model.train()
         loader.batch_sampler.set_epoch(epoch)

@@ -124,3 +124,33 @@ def test_write_json_is_atomic_and_done_marker(tmp_path):
     assert rundir.is_done(tmp_path / "run") and not list((tmp_path / "run").glob(".*tmp"))
     env = rundir.environment()
     assert env["cores"] >= 1 and env["torch"] and env["cpu"]
+
+
+def _scripted_fit(tmp_path, monkeypatch, scores, **config):
+    from types import SimpleNamespace
+
+    from kdlib import data, train
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.EmbeddingBag(10, 3)
+
+        def forward(self, batch):
+            return SimpleNamespace(logits=self.emb(batch["word_ids"]))
+
+    scores = list(scores)
+    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: {"f1": scores.pop(0)})
+    features = [{"word_ids": [i % 10, (i * 3 + 1) % 10], "labels": i % 3} for i in range(8)]
+    cfg = train.TrainConfig(epochs=10, lr=0.1, batch_size=4, loss="ce", **config)
+    return train.fit(Tiny(), features, features, [0] * 8, data.get_spec("smsa"), cfg, tmp_path / "work",
+                     train.Collator())
+
+
+def test_early_stopping_waits_for_min_epochs(tmp_path, monkeypatch):
+    """A run stuck at the majority class (the same F1 epoch after epoch) is not stopped before min_epochs."""
+    flat_then_up = [0.29] * 6 + [0.5, 0.6, 0.6, 0.6]
+    stopped = _scripted_fit(tmp_path / "a", monkeypatch, flat_then_up, patience=3)
+    assert len(stopped.history) == 4 and stopped.best_epoch == 1  # the old rule: patience alone
+    waited = _scripted_fit(tmp_path / "b", monkeypatch, flat_then_up, patience=3, min_epochs=8)
+    assert len(waited.history) == 10 and waited.best_epoch == 8
