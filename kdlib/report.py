@@ -305,7 +305,10 @@ def leaderboard(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def _batches(board: pd.DataFrame, engine: str = "torch") -> list[int]:
-    return sorted(int(c.rsplit("_b", 1)[1]) for c in board.columns if c.startswith(f"{engine}_ms_b"))
+    import re
+
+    pattern = re.compile(rf"{engine}_ms_b(\d+)")  # medians only: torch_ms_b1, not its spread torch_ms_b1_p25
+    return sorted(int(m.group(1)) for c in board.columns if (m := pattern.fullmatch(str(c))))
 
 
 def cost_table(board: pd.DataFrame) -> pd.DataFrame:

@@ -247,6 +247,8 @@ def test_run_table_marks_runs_that_resumed_after_an_interrupt():
 
 def test_recommend_says_when_the_limit_falls_inside_a_latency_spread(board):
     board = board.assign(torch_ms_b1_p25=board["torch_ms_b1"] * 0.8, torch_ms_b1_p75=board["torch_ms_b1"] * 1.3)
+    assert report._batches(board) == [1, 32]  # the spread columns are not batch sizes
+    assert "× b1" in report.cost_table(board).columns
     (rec,) = report.recommend(board, dataset="smsa", max_latency_ms=3.5)  # bert-tiny: 3.0 ms, spread 2.4-3.9
     assert rec.model == "bert-tiny"
     assert "CAUTION: the limit 3.5 ms lies inside the measured spread" in rec.message and "bert-tiny 2.40-3.90 ms" in rec.message
