@@ -131,6 +131,7 @@ def nergrit_teacher(tmp_path_factory, _tiny_master):
     return out
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_a_transfer_set_is_labelled_once_through_the_cache(nergrit_teacher, tmp_path, _tiny_master, monkeypatch):
     base = dict(dataset="nergrit", student="bilstm", teacher_dir=str(nergrit_teacher), data_dir=str(_tiny_master),
                 epochs=1, threads=1, student_options={"emb_dim": 8, "hidden": 8}, transfer="tang", transfer_size=2.0,
@@ -153,6 +154,7 @@ def test_a_transfer_set_is_labelled_once_through_the_cache(nergrit_teacher, tmp_
     assert len(list((nergrit_teacher / "logits").glob("transfer-tang-x2-*.npz"))) == 2  # new content, new entry
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_a_bert_student_from_a_miniature_with_its_own_tokenizer(nergrit_teacher, tmp_path, _tiny_master):
     tokens = (" ".join(r["tokens"]) for r in data.read_records(data.get_spec("nergrit"), "train", _tiny_master))
     mini = models.save_random_bert(tmp_path / "mini", data.train_wordpiece(tokens, vocab_size=300), layers=2,

