@@ -243,7 +243,7 @@ def run_teacher(p: TeacherParams) -> RunResult:
     tokenizer.save_pretrained(model_dir)
     rundir.write_json(out / TEACHER_INFO, {"dataset": spec.key, "base_model": p.base_model, "max_length": p.max_length,
                                            "logit_train_examples": p.logit_train_examples,
-                                           "pooling": model.pooling})
+                                           "pooling": _pooling_record(model, spec)})
 
     scores, logits_seconds = {}, 0.0
     logit_sets = {**dd, "train": data.cap(dd["train"], p.logit_train_examples)}  # students' train examples only
@@ -260,7 +260,8 @@ def run_teacher(p: TeacherParams) -> RunResult:
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
         "parameters": models.count_parameters(model), "train_examples": len(train_ds) if p.fine_tune else 0,
         "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]),
-        "logit_train_examples": len(logit_sets["train"]), "pooling": model.pooling, "best_epoch": result.best_epoch,
+        "logit_train_examples": len(logit_sets["train"]), "pooling": _pooling_record(model, spec),
+        "best_epoch": result.best_epoch,
         "resumed_from_epoch": result.resumed_from_epoch,  # > 0: wall_seconds covers the last attempt only
         "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
         "wall_seconds": time.perf_counter() - started, "threads": threads, "device": device_name(device),
@@ -281,6 +282,11 @@ def _finetuned_model(name: str) -> str:
         raise ConfigError(f"base model {name!r} is not a local folder" + (" and HF_HUB_OFFLINE=1 forbids the hub"
                                                                           if _offline() else "") + ".")
     return name
+
+
+def _pooling_record(model: models.BertTaskModel, spec: data.DatasetSpec) -> str:
+    """What the head reads, for the record: a tagging head reads every word, whatever `pooling` says."""
+    return "words (tagging)" if spec.is_tagging else model.pooling
 
 
 def _fallback(spec: data.DatasetSpec) -> int:

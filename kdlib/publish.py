@@ -88,7 +88,7 @@ def gap_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _in_model_order(table: pd.DataFrame) -> pd.DataFrame:
-    order = {m: i for i, m in enumerate(report._model_order(table["model"].unique()))}
+    order = {m: i for i, m in enumerate(report.model_order(table["model"].unique()))}
     keys = [c for c in ("dataset", "model", "variant", "KD") if c in table.columns]
     return table.sort_values(keys, key=lambda c: c.map(order) if c.name == "model" else c).reset_index(drop=True)
 
@@ -109,7 +109,7 @@ def merge_published(frame: pd.DataFrame, study_dir: Path, runs_csv: Path) -> tup
     here = set(relative_runs(frame, study_dir)["run_dir"])
     kept = old[~old["run_dir"].isin(here)]
     kept = kept.assign(run_dir=[str(study_dir / d) for d in kept["run_dir"]])  # no folder: CIs fall back to seeds
-    merged = pd.concat([kept.astype(frame.dtypes.to_dict(), errors="ignore"), frame], ignore_index=True)
+    merged = pd.concat([kept, frame], ignore_index=True)
     return merged[frame.columns], len(kept)
 
 
@@ -129,7 +129,7 @@ def plot_scores(frame: pd.DataFrame):
     datasets = sorted(runs["dataset"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
     teachers = frame[frame["stage"] == "teacher"].set_index("dataset")["f1"]
-    order = report._model_order(runs["model"].unique())
+    order = report.model_order(runs["model"].unique())
     for ax, dataset in zip(axes[0], datasets):
         sns.barplot(data=runs[runs["dataset"] == dataset], x="model", y="F1", hue="training", order=order,
                     errorbar="sd", ax=ax)

@@ -136,7 +136,7 @@ def run_table(df: pd.DataFrame) -> pd.DataFrame:
     out = df[cols].assign(**{"test F1": (100 * df["f1"]).round(2), "train s": df["train_seconds"].round(0),
                              "wall s": df["wall_seconds"].round(0).astype("Int64").astype(str)
                              .where(~resumed, lambda w: w + " (resumed)")})
-    order = {m: i for i, m in enumerate(_model_order(df["model"].unique()))}
+    order = {m: i for i, m in enumerate(model_order(df["model"].unique()))}
     return out.sort_values(["dataset", "model", "variant", "seed"], key=lambda c: c.map(order) if c.name == "model"
                            else c).reset_index(drop=True)
 
@@ -263,7 +263,7 @@ def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str =
     return frame.assign(group=groups).reset_index(drop=True)
 
 
-def _model_order(models: Sequence[str]) -> list[str]:
+def model_order(models: Sequence[str]) -> list[str]:
     from kdlib.models import STUDENTS
 
     known = ["teacher", *STUDENTS]
@@ -290,7 +290,7 @@ def scoreboard(frame: pd.DataFrame) -> pd.DataFrame:
     from kdlib.data import DATASETS
 
     order = {d: i for i, d in enumerate(DATASETS)}
-    models = {m: i for i, m in enumerate(_model_order(best["model"].unique()))}
+    models = {m: i for i, m in enumerate(model_order(best["model"].unique()))}
     best = best.sort_values(["dataset", "model"], key=lambda s: s.map(order if s.name == "dataset" else models))
     return best.reset_index(drop=True)
 
@@ -401,7 +401,7 @@ def plot_pareto(board: pd.DataFrame, cost: str = "latency"):
     df = board.assign(rel=relative_costs(board, column)).dropna(subset=["rel", "delta"])
     groups = sorted(df["group"].unique())
     fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.5 * max(len(groups), 1), 4.2), squeeze=False)
-    models = _model_order(df["model"].unique())
+    models = model_order(df["model"].unique())
     palette = dict(zip(models, sns.color_palette("tab10", len(models))))
     summary = pareto_models(board, cost).rename(columns={f"% of teacher {cost}": "rel"})
     for ax, group in zip(axes[0], groups):
@@ -434,7 +434,7 @@ def plot_heatmap(board: pd.DataFrame):
 
     students = board[board["model"] != "teacher"]
     table = students.pivot(index="dataset", columns="model", values="delta")
-    table = table[_model_order(table.columns)].reindex(list(dict.fromkeys(students["dataset"])))
+    table = table[model_order(table.columns)].reindex(list(dict.fromkeys(students["dataset"])))
     teacher = board[board["model"] == "teacher"].set_index("dataset")["f1"]
     table.index = [f"{d} (teacher {teacher.get(d, float('nan')):.1f})" for d in table.index]
     fig, ax = plt.subplots(figsize=(1.4 * len(table.columns) + 3, 0.55 * len(table) + 1.6))

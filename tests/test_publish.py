@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from kdlib import cli, publish, rundir
+from kdlib.errors import KdExamError
 from tests.test_report import make_study
 
 matplotlib.use("Agg")
@@ -71,10 +72,10 @@ def test_publish_writes_a_small_relative_folder_and_the_cli_says_so(study, tmp_p
 
 def test_publish_refuses_an_empty_study_and_an_oversized_folder(tmp_path, study, monkeypatch):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(Exception, match="no finished run"):
+    with pytest.raises(KdExamError, match="no finished run"):
         publish.publish(tmp_path / "empty", tmp_path / "r")
     monkeypatch.setattr(publish, "MAX_MB", 0.0001)
-    with pytest.raises(Exception, match=r"MiB, over the 0.0001 MiB a published study may take"):
+    with pytest.raises(KdExamError, match=r"MiB, over the 0.0001 MiB a published study may take"):
         publish.publish(study, tmp_path / "big")
 
 
@@ -103,5 +104,5 @@ def test_a_republish_keeps_the_runs_of_earlier_sessions(study, tmp_path):
     assert smsa["margin"] == pytest.approx(6.0)  # from the kept rows: a seed-paired CI
     assert "from an earlier publish" in (out / "README.md").read_text()
     (out / "runs.csv").write_text("not,a\nruns file\n")
-    with pytest.raises(Exception, match="has no run_dir column"):
+    with pytest.raises(KdExamError, match="has no run_dir column"):
         publish.publish(study, out)
