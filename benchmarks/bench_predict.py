@@ -22,7 +22,7 @@ from pathlib import Path
 import common  # benchmarks/common.py: first, it sets the progress-bar switches
 import pandas as pd
 
-from kdlib import data, exam, export, predict, rundir
+from kdlib import data, distill, export, params, predict, rundir
 
 TEACHER_SCRIPT = """
 import sys, torch
@@ -40,7 +40,7 @@ def students(args, data_dir: Path, teacher_dir: Path) -> dict[str, Path]:
     for student in ("bilstm", "cnn"):
         run = study / "distill" / args.dataset / f"{student}-mse-s0"
         if not (run / rundir.METRICS).exists():
-            exam.run_distill(exam.DistillParams(dataset=args.dataset, student=student, teacher_dir=str(teacher_dir),
+            distill.run_distill(params.DistillParams(dataset=args.dataset, student=student, teacher_dir=str(teacher_dir),
                                                 out_dir=str(run), data_dir=str(data_dir), epochs=args.epochs,
                                                 threads=args.threads))
         result = export.export_student(export.ExportParams(study_dir=str(study), dataset=args.dataset,
@@ -95,7 +95,7 @@ def main() -> None:
 
     from transformers import pipeline
 
-    max_length = rundir.read_json(teacher_dir / exam.TEACHER_INFO)["max_length"]
+    max_length = rundir.read_json(teacher_dir / rundir.TEACHER_INFO)["max_length"]
     pipe = pipeline("text-classification", model=str(teacher_dir / "model"), device=-1)
     fns = {name: predict.Predictor(folder, threads=args.threads).predict for name, folder in exported.items()}
     fns["teacher"] = lambda xs: pipe(xs, batch_size=32, truncation=True, max_length=max_length)
@@ -114,7 +114,7 @@ def main() -> None:
              "texts/s": speed[name], "× teacher texts/s": speed[name] / speed["teacher"],
              "cold start s": starts[name], "× faster cold start": starts["teacher"] / starts[name]}
             for name in (*exported, "teacher")]
-    pooling = rundir.read_json(teacher_dir / exam.TEACHER_INFO).get("pooling", "cls")
+    pooling = rundir.read_json(teacher_dir / rundir.TEACHER_INFO).get("pooling", "cls")
     print(f"\nbench_predict: {args.dataset}, {len(texts)} test texts in batches of 32, {args.threads} thread(s), "
           f"{args.repeats} rounds (median), {args.starts} cold starts (median); teacher {args.teacher} "
           f"({pooling} pooling{'; the pipeline runs the HF head, the same cost' if pooling == 'mean' else ''})")

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import get_linear_schedule_with_warmup  # noqa: E402
 
-from kdlib import data, exam, models, rundir  # noqa: E402
+from kdlib import data, models, params, rundir, teachers  # noqa: E402
 from kdlib.train import Collator, TrainConfig, batch_loss, set_threads  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,14 +84,14 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path]:
                              args.train, args.eval)
     teacher_dir = args.work / "teachers" / f"{name}-{Path(args.teacher).name}"
     if args.teacher_dir:
-        if not rundir.is_done(args.teacher_dir) and not (Path(args.teacher_dir) / exam.TEACHER_INFO).exists():
+        if not rundir.is_done(args.teacher_dir) and not (Path(args.teacher_dir) / rundir.TEACHER_INFO).exists():
             raise SystemExit(f"{args.teacher_dir} holds no finished teacher.")
         teacher_dir = args.scratch / "teacher-given"
         if not teacher_dir.exists():  # a copy: the student runs may add cache entries, never to someone's run
             shutil.copytree(args.teacher_dir, teacher_dir, ignore=shutil.ignore_patterns("work", "*.ipynb"))
-    elif not (teacher_dir / exam.TEACHER_INFO).exists():
-        tiny = args.teacher == exam.TINY_RANDOM
-        exam.run_teacher(exam.TeacherParams(
+    elif not (teacher_dir / rundir.TEACHER_INFO).exists():
+        tiny = args.teacher == params.TINY_RANDOM
+        teachers.run_teacher(params.TeacherParams(
             dataset=args.dataset, out_dir=str(teacher_dir), base_model=args.teacher, data_dir=str(data_dir),
             models_dir=args.models_dir, max_length=128, epochs=1, lr=1e-3 if tiny else 5e-5, batch_size=16,
             threads=args.threads))
@@ -113,10 +113,10 @@ class Inputs:
 
 def student_inputs(student: str, dataset: str, data_dir: Path, teacher_dir: Path, options: dict | None = None,
                    *, seed: int = 0) -> Inputs:
-    """What exam.run_distill builds for a student, on the full slice: features, model, collator (same seed)."""
+    """What distill.run_distill builds for a student, on the full slice: features, model, collator (same seed)."""
     from transformers import AutoTokenizer
 
-    spec, spec_student = data.get_spec(dataset), models.get_student(student)
+    spec, spec_student = data.get_spec(dataset), params.get_student(student)
     dd = data.load_indonlu(spec.key, str(data_dir))
     torch.manual_seed(seed)
     if spec_student.kind == "word":
@@ -127,21 +127,21 @@ def student_inputs(student: str, dataset: str, data_dir: Path, teacher_dir: Path
         collator = Collator(pad_id=vocab.pad_id)
     else:
         tokenizer = AutoTokenizer.from_pretrained(teacher_dir / "model")
-        max_length = rundir.read_json(teacher_dir / exam.TEACHER_INFO)["max_length"]
-        encode = lambda ds: exam.bert_features(ds, tokenizer, spec, max_length)  # noqa: E731
+        max_length = rundir.read_json(teacher_dir / rundir.TEACHER_INFO)["max_length"]
+        encode = lambda ds: teachers.bert_features(ds, tokenizer, spec, max_length)  # noqa: E731
         collator = Collator(pad_id=tokenizer.pad_token_id)
     features = {s: encode(dd[s]) for s in data.SPLITS}
     if spec_student.kind != "word":  # as run_distill: pieces: train keeps the training text's pieces
         used = {i for f in features["train"] for i in f["input_ids"]}
         model = models.build_student(student, spec, tokenizer=tokenizer, used_ids=used, **(options or {}))
-    gold = {s: exam.gold_labels(dd[s], spec) for s in data.SPLITS}
+    gold = {s: teachers.gold_labels(dd[s], spec) for s in data.SPLITS}
     return Inputs(model, features, collator, gold, spec_student.lr_for(options or {}))
 
 
 def cached_logits(teacher_dir: Path, dataset: str, data_dir: Path) -> list[np.ndarray]:
     """The teacher's train-split logits from its cache (computed there if missing)."""
     spec = data.get_spec(dataset)
-    return exam.cached_teacher_logits(teacher_dir, spec, "train", data.load_indonlu(spec.key, str(data_dir))["train"])
+    return teachers.Teacher.load(teacher_dir).logits(spec, "train", data.load_indonlu(spec.key, str(data_dir))["train"])
 
 
 def with_logits(features: Sequence[dict], logits: Sequence[np.ndarray]) -> list[dict]:
@@ -154,10 +154,10 @@ def teacher_features(teacher_dir: Path, dataset: str, data_dir: Path) -> tuple[n
 
     spec = data.get_spec(dataset)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir / "model")
-    max_length = rundir.read_json(teacher_dir / exam.TEACHER_INFO)["max_length"]
+    max_length = rundir.read_json(teacher_dir / rundir.TEACHER_INFO)["max_length"]
     train = data.load_indonlu(spec.key, str(data_dir))["train"]
     teacher = models.load_model(teacher_dir / "model").eval().requires_grad_(False)
-    return teacher, exam.bert_features(train, tokenizer, spec, max_length), Collator(pad_id=tokenizer.pad_token_id)
+    return teacher, teachers.bert_features(train, tokenizer, spec, max_length), Collator(pad_id=tokenizer.pad_token_id)
 
 
 def with_teacher_inputs(features: Sequence[dict], teacher_feats: Sequence[dict]) -> list[dict]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import common
 
-from kdlib import config, data, exam, runner
+from kdlib import config, data, models, params, runner, teachers
 from kdlib.train import BucketBatchSampler, TrainConfig, feature_length, predict_logits
 
 STUDENTS = ("bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small")
@@ -52,10 +52,10 @@ def measure(args, data_dir: Path, teacher_dir: Path) -> dict[str, dict[str, floa
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(teacher_dir / "model")
-            base = exam.resolve_base_model(args.teacher, args.models_dir, dd, spec)
-            model = exam.models.BertTaskModel.from_encoder(base, spec)
+            base = teachers.resolve_base_model(args.teacher, args.models_dir, dd, spec)
+            model = models.BertTaskModel.from_encoder(base, spec)
             model.word_embeddings().weight.requires_grad_(False)
-            feats = {s: exam.bert_features(dd[s], tokenizer, spec, 128) for s in ("train", "valid")}
+            feats = {s: teachers.bert_features(dd[s], tokenizer, spec, 128) for s in ("train", "valid")}
             collator, cfg = common.Collator(pad_id=tokenizer.pad_token_id), TrainConfig(epochs=1, batch_size=16,
                                                                                          loss="ce")
         else:
@@ -79,7 +79,7 @@ def run_overhead(args, data_dir: Path, teacher_dir: Path) -> float:
     with tempfile.TemporaryDirectory() as out:
         out_dir = Path(out) / "run"
         run = runner.Run("distill", args.dataset, "overhead", runner.REPO_ROOT / "notebooks" / "02_distill.ipynb",
-                         out_dir, {**runner.recipe_defaults(exam.DistillParams), "dataset": args.dataset,
+                         out_dir, {**runner.recipe_defaults(params.DistillParams), "dataset": args.dataset,
                                    "student": "cnn", "teacher_dir": str(teacher_dir), "out_dir": str(out_dir),
                                    "data_dir": str(data_dir), "max_train_examples": 8, "epochs": 1,
                                    "threads": args.threads, "student_options": {"emb_dim": 8, "filters": 4},
@@ -97,13 +97,13 @@ def estimate(study: config.Study, sizes, rates, overhead: float, cpu: bool) -> d
         w = sizes[d]
         teacher = study.teacher_for(d)
         r = rates["teacher"]
-        e_t = teacher.get("epochs", exam.TeacherParams.epochs)
+        e_t = teacher.get("epochs", params.TeacherParams.epochs)
         for key, e in (("upper", e_t), ("likely", e_t)):
             totals[key] += overhead + e * (w["train"] / r[tr] + w["valid"] / r[inf]) + sum(w.values()) / r[inf]
         for student in study.students:
             s = study.distill_for(d, student)
-            epochs = s.get("epochs", exam.DistillParams.epochs)
-            patience = s.get("patience", exam.DistillParams.patience)
+            epochs = s.get("epochs", params.DistillParams.epochs)
+            patience = s.get("patience", params.DistillParams.patience)
             r = rates[student]
             per_epoch = w["train"] / r[tr] + w["valid"] / r[inf]
             fixed = overhead + (w["valid"] + w["test"]) / r[inf]

@@ -15,7 +15,7 @@ Two sources of extra examples:
 
 Extra examples carry no classification label (IGNORE_INDEX); tagging examples from the rules keep their gold tags,
 pool examples have none. The teacher's logits on the extra examples come from the content-addressed cache
-(`kdlib.exam.cached_transfer_logits`), so each transfer set is labelled once, whatever number of seeds reads it.
+(`kdlib.teachers.Teacher.transfer_logits`), so each transfer set is labelled once, whatever number of seeds reads it.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from kdlib import data, textio
+from kdlib import data, params, textio
 from kdlib.data import IGNORE_INDEX, DatasetSpec
 from kdlib.errors import ConfigError
 
@@ -41,9 +41,7 @@ log = logging.getLogger(__name__)
 
 # One \w+ token, so data.word_tokenize keeps it whole; never in a vocabulary, so word students read it as UNK.
 MASK_WORD = "__mask__"
-POS_DATASETS = ("posp", "bapos")
-POOLS = ("indonlu",)  # named pools; anything else that is not a rule name is a text file
-KINDS = ("train", "tang", *POOLS)
+POS_DATASETS, POOLS, KINDS = params.POS_DATASETS, params.POOLS, params.TRANSFER_KINDS  # a pool: text, not rules
 PREVIEW = 5  # extra examples kept in the run's metrics, to show what the student read
 
 

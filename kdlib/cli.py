@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from kdlib import __version__
+from kdlib import __version__, params
 from kdlib.errors import KdExamError
 
 log = logging.getLogger("kdexam")
@@ -241,6 +241,7 @@ def _profile(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kdlib import data, profile
+    from kdlib.params import ProfileParams
 
     study = Path(args.study).resolve()
     datasets = args.dataset or sorted(d.name for d in (study / "teacher").glob("*/") if d.is_dir())
@@ -251,13 +252,13 @@ def _profile(args: argparse.Namespace) -> int:
         dataset = profile.study_dataset(study, dataset)
         key = data.get_spec(dataset).key
         out = Path(args.out).resolve() / key if args.out else study / "profile" / key / "profile"
-        params = profile.ProfileParams(
+        settings = ProfileParams(
             study_dir=str(study), dataset=dataset, out_dir=str(out),
             data_dir=args.data_dir or profile.teacher_data_dir(study, key), thread_counts=args.threads,
             batch_sizes=args.batch, input_kinds=args.inputs, fixed_length=args.fixed_length, warmup=args.warmup,
             runs=args.runs, onnx=not args.no_onnx, int8=not args.no_int8, memory=not args.no_memory,
             max_test_examples=args.max_test_examples)
-        result = profile.run_profile(params)
+        result = profile.run_profile(settings)
         print(f"{key}: {out / profile.PROFILE} ({result.profile['machine']['cpu']}, threads "
               f"{result.profile['threads']})")
         print(profile.size_table(result.profile).to_string())
@@ -280,14 +281,17 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
                    help="write DIR/<dataset>/profile.json instead of <study>/profile/<dataset>/profile/")
     p.add_argument("--data-dir", metavar="DIR",
                    help="IndoNLU data folder (default: the one the teacher was trained on)")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 0], metavar="N",
-                   help="thread counts to measure, 0 = all cores (default: 1 0)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 32], metavar="B", help="batch sizes (default: 1 32)")
-    p.add_argument("--inputs", nargs="+", choices=("real", "fixed"), default=["real", "fixed"],
-                   help="real test inputs at their own lengths and/or fixed-length ones (default: both)")
-    p.add_argument("--fixed-length", type=int, default=64, metavar="L", help="positions per fixed input (default: 64)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed batches per setting (default: %(default)s)")
-    p.add_argument("--runs", type=int, default=30, help="timed batches per setting (default: %(default)s)")
+    d = params.defaults(params.ProfileParams)  # the CLI's defaults are the profile notebook's
+    p.add_argument("--threads", type=int, nargs="+", default=d["thread_counts"], metavar="N",
+                   help="thread counts to measure, 0 = all cores (default: %(default)s)")
+    p.add_argument("--batch", type=int, nargs="+", default=d["batch_sizes"], metavar="B",
+                   help="batch sizes (default: %(default)s)")
+    p.add_argument("--inputs", nargs="+", choices=params.INPUT_KINDS, default=d["input_kinds"],
+                   help="real test inputs at their own lengths and/or fixed-length ones (default: %(default)s)")
+    p.add_argument("--fixed-length", type=int, default=d["fixed_length"], metavar="L",
+                   help="positions per fixed input (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=d["warmup"], help="untimed batches per setting (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=d["runs"], help="timed batches per setting (default: %(default)s)")
     p.add_argument("--max-test-examples", type=int, metavar="N",
                    help="score F1 per engine on N test examples (default: all)")
     p.add_argument("--no-onnx", action="store_true", help="skip ONNX timing")

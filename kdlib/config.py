@@ -21,13 +21,12 @@ Distill settings, last wins: distill < per_dataset.D.distill < per_student.S < p
 ablation: {loss: {}}              # optional: the ablation stages of notebooks 03-05 (see _ablation below)
 ```
 Every unknown key, dataset, student, loss or wrongly typed value is an error naming it and the file; so is a number
-outside its range (the LIMITS tables of kdlib.exam and kdlib.profile), an entry listed twice, a key given twice, and
+outside its range (the LIMITS tables of kdlib.params), an entry listed twice, a key given twice, and
 a name that becomes a folder but is too long or holds other characters than FOLDER_NAME allows.
 """
 from __future__ import annotations
 
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -36,9 +35,10 @@ from typing import Any
 
 import yaml
 
-from kdlib import limits, owndata, textio
+from kdlib import limits, owndata, params, rundir, textio
 from kdlib.errors import ConfigError, unknown_name
-from kdlib.exam import DistillParams, TeacherParams
+from kdlib.params import (EMBEDDINGS, LOSSES, OPTION_LIMITS, TRANSFER_KINDS, AblationParams, DistillParams,
+                          ProfileParams, TeacherParams, get_student)
 
 TOP_KEYS = {"study", "description", "data_dir", "output_dir", "datasets", "seeds", "threads", "teacher", "distill",
             "per_dataset", "per_student"}
@@ -57,12 +57,8 @@ WORD_ONLY = {"embedding", "freeze_embeddings", "embedding_text", "word_dropout",
 
 
 def _reads_words(student: str) -> bool:
-    from kdlib.models import get_student
-
     return get_student(student).kind == "word"
-# Names that become folders (the study, each run's folder): short, and safe on every file system and in a shell.
-FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-FOLDER_RULE = "at most 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+FOLDER_NAME, FOLDER_RULE = rundir.FOLDER_NAME, rundir.FOLDER_RULE  # names that become folders
 
 
 @dataclass(frozen=True)
@@ -159,8 +155,6 @@ class Study:
 
 def _per_student(raw: Any, where: str, base: Path, *, seeds_ok: bool = True) -> dict[str, dict]:
     """student -> distill overrides, each checked like a distill: section."""
-    from kdlib.models import get_student
-
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -172,8 +166,6 @@ def _per_student(raw: Any, where: str, base: Path, *, seeds_ok: bool = True) -> 
 
 def _student_seeds(raw: Any, where: str) -> dict[str, tuple[int, ...]]:
     """per_student.S.seeds: a student that runs with fewer (or other) seeds than the study."""
-    from kdlib.models import get_student
-
     out = {}
     for name, section in (raw or {}).items():
         if isinstance(section, dict) and "seeds" in section:
@@ -187,8 +179,6 @@ def _student_seeds(raw: Any, where: str) -> dict[str, tuple[int, ...]]:
 
 def _student_variants(raw: Any, where: str) -> dict[str, tuple[Variant, ...]]:
     """per_student.S.variants: a student distilled with other variants than distill.variants (e.g. KD only)."""
-    from kdlib.models import get_student
-
     out = {}
     for name, section in (raw or {}).items():
         if isinstance(section, dict) and "variants" in section:
@@ -203,22 +193,17 @@ def _student_variants(raw: Any, where: str) -> dict[str, tuple[Variant, ...]]:
 
 def _distill_section(section: dict, allowed_extra: set[str], where: str, base: Path) -> dict:
     """A distill: section (or its per_dataset / per_student overrides), with the recipe's names and paths checked:
-    transfer (a KINDS name or a text file), embedding (a SOURCES name or a .vec file), their paths resolved."""
-    from kdlib.augment import KINDS
-    from kdlib.embeddings import SOURCES
-
+    transfer (a TRANSFER_KINDS name or a text file), embedding (a EMBEDDINGS name or a .vec file), their paths resolved."""
     out = _check_section(section, DistillParams, allowed_extra, where)
-    if "transfer" in out and out["transfer"] not in KINDS:
+    if "transfer" in out and out["transfer"] not in TRANSFER_KINDS:
         out["transfer"] = _local_path(out["transfer"], base, f"{where}.transfer")
-    if "embedding" in out and out["embedding"] not in SOURCES:
+    if "embedding" in out and out["embedding"] not in EMBEDDINGS:
         out["embedding"] = _local_path(out["embedding"], base, f"{where}.embedding")
     if out.get("embedding_text"):
         out["embedding_text"] = _local_path(out["embedding_text"], base, f"{where}.embedding_text")
-    return out  # sizes and rates: exam.LIMITS, checked by _check_section
+    return out  # sizes and rates: params.LIMITS, checked by _check_section
 def _student_options(student, options: dict, where: str) -> None:
-    """A student's options: known to it, of its defaults' type, within models.OPTION_LIMITS."""
-    from kdlib.models import OPTION_LIMITS
-
+    """A student's options: known to it, of its defaults' type, within params.OPTION_LIMITS."""
     for key, value in options.items():
         if key not in student.defaults:
             raise ConfigError(f"{where}: unknown option {key!r}; {student.name} has "
@@ -232,8 +217,6 @@ def _student_options(student, options: dict, where: str) -> None:
 
 def _dataset_students(raw: Any, students: tuple[str, ...], where: str) -> tuple[str, ...] | None:
     """The students one dataset gets (a subset of distill.students); None: all of them."""
-    from kdlib.models import get_student
-
     if raw is None:
         return None
     if not isinstance(raw, list) or not raw:
@@ -277,9 +260,7 @@ def _check_section(section: dict, cls, allowed_extra: set[str], where: str) -> d
 
 
 def _limits(cls) -> dict:
-    from kdlib import exam, profile
-
-    return profile.LIMITS if cls is profile.ProfileParams else exam.LIMITS
+    return params.PROFILE_LIMITS if cls is params.ProfileParams else params.LIMITS
 
 
 def _check_limit(value: Any, limit, where: str, *, none_ok: bool = False) -> None:
@@ -301,8 +282,6 @@ def _distinct(values: list | tuple, where: str) -> None:
 
 
 def _variant(raw: Any, where: str) -> Variant:
-    from kdlib.losses import LOSSES
-
     if isinstance(raw, str):
         raw = {"loss": raw}
     if not isinstance(raw, dict):
@@ -327,8 +306,6 @@ def _variant(raw: Any, where: str) -> Variant:
 def load_params(path: str | os.PathLike) -> Study:
     """Read and validate a whole study file before anything runs."""
     from kdlib.data import get_spec
-    from kdlib.models import get_student
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} not found; see params/ for examples.")
@@ -500,9 +477,6 @@ def _local_path(value: str, base: Path, where: str, *, folder: bool = False) -> 
 
 def _ablation_variant(kind: str, raw: Any, base: Path, where: str, *, bert: bool = False) -> AblationVariant:
     """One variant of an ablation stage, validated; shorthand strings name the varied setting."""
-    from kdlib.augment import KINDS
-    from kdlib.embeddings import SOURCES
-
     if kind == "loss":
         v = _variant(raw, where)
         return AblationVariant({"loss": v.loss, "alpha": float(v.alpha), "temperature": float(v.temperature)})
@@ -520,12 +494,12 @@ def _ablation_variant(kind: str, raw: Any, base: Path, where: str, *, bert: bool
         init = raw["init"] if raw["init"] == "random" else _local_path(raw["init"], base, where, folder=True)
         return AblationVariant({}, {"init": init})
     if kind == "embedding":
-        if raw["embedding"] not in SOURCES:
+        if raw["embedding"] not in EMBEDDINGS:
             raw["embedding"] = _local_path(raw["embedding"], base, where)
         if not isinstance(raw.get("freeze_embeddings", False), bool):
             raise ConfigError(f"{where}.freeze_embeddings: {raw['freeze_embeddings']!r} is not true or false.")
         return AblationVariant({"freeze_embeddings": False, **raw})
-    if raw["transfer"] not in KINDS:
+    if raw["transfer"] not in TRANSFER_KINDS:
         raw["transfer"] = _local_path(raw["transfer"], base, where)
     size = raw.setdefault("transfer_size", 1)
     if not _type_ok(size, float) or size < 1 or (raw["transfer"] == "train" and size != 1):
@@ -535,8 +509,6 @@ def _ablation_variant(kind: str, raw: Any, base: Path, where: str, *, bert: bool
 
 
 def _ablation_stage(kind: str, raw: Any, base: Path, where: str) -> AblationStage:
-    from kdlib.exam import AblationParams
-
     if raw is None or raw is True:
         raw = {}
     if not isinstance(raw, dict):
@@ -565,8 +537,6 @@ def _ablation_stage(kind: str, raw: Any, base: Path, where: str) -> AblationStag
 
 def _ablation(raw: Any, path: Path, students: tuple[str, ...], datasets: tuple[str, ...]) -> Ablation | None:
     """The study's ablation section, validated whole (see the comment above)."""
-    from kdlib.models import get_student
-
     if raw is None:
         return None
     where = f"{path}: ablation"
@@ -614,14 +584,13 @@ RUN_OWNED |= {"study_dir"}  # profile and analysis runs: set by the runner
 
 def _profile(raw: Any, path: Path, datasets: tuple[str, ...]) -> dict[str, Any] | None:
     """The profile section's ProfileParams settings; None (no profile or analysis runs) when it is absent or false."""
-    from kdlib.profile import ProfileParams, check_params
 
     if raw is False:
         return None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: profile: expected a mapping of ProfileParams settings (or nothing), got {raw!r}.")
     section = _check_section(raw or {}, ProfileParams, set(), f"{path}: profile")
-    check_params(ProfileParams(study_dir="", dataset=datasets[0], out_dir="", **section), where=f"{path}: profile")
+    params.check_profile_params(ProfileParams(study_dir="", dataset=datasets[0], out_dir="", **section), where=f"{path}: profile")
     return section
 
 

@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from kdlib import data, rundir, textio
+from kdlib import data, params, rundir, textio
 from kdlib.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-IN_DOMAIN = ("word2vec", "fasttext")
-SOURCES = ("random", *IN_DOMAIN)  # or the path of a .vec file
+IN_DOMAIN, SOURCES = params.IN_DOMAIN, params.EMBEDDINGS  # a source may also be the path of a .vec file
 # gensim settings of the in-domain vectors; skip-gram, as fastText's own defaults for word vectors.
 GENSIM_SETTINGS = {"window": 5, "min_count": 2, "epochs": 5, "sg": 1, "negative": 5}
 FASTTEXT_NGRAMS = {"min_n": 3, "max_n": 6}

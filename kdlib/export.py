@@ -204,14 +204,13 @@ def _write_vocabulary(pm, teacher_dir: Path, out: Path) -> None:
 
 def _export_info(p: ExportParams, pm, spec: data.DatasetSpec, keys: Sequence[str], teacher_dir: Path) -> dict:
     import kdlib
-    from kdlib import exam
     from kdlib.train import fallback_label
 
     run, metrics = pm.run_dir, pm.metrics
     params = metrics.get("params") or {}
     word = pm.kind == "word"
     teacher_metrics = rundir.read_json(teacher_dir / rundir.METRICS) if (teacher_dir / rundir.METRICS).is_file() else {}
-    teacher_info = rundir.read_json(teacher_dir / exam.TEACHER_INFO)
+    teacher_info = rundir.read_json(teacher_dir / rundir.TEACHER_INFO)
     model = predict.ExportConfig(
         dataset=spec.key, shape=spec.shape, labels=spec.labels, aspects=spec.aspects, kind="word" if word else "subword",
         inputs=tuple(keys), pad_id=_pad_id(pm, teacher_dir), max_words=int(params.get("max_words", 256)),
@@ -260,10 +259,10 @@ def _flat(labels) -> list:
 def check_parity(model, inputs, test, spec: data.DatasetSpec, out: Path) -> dict:
     """Labels of the trained model (PyTorch, kdlib's features) against the export's (kdlib.predict, raw text) on
     the test examples, per unit; F1 with IndoNLU's metric of each, and the int8 export's change of it."""
-    from kdlib import exam
+    from kdlib.teachers import gold_labels
     from kdlib.train import fallback_label, predict_logits, predictions, score_ids
 
-    gold = list(exam.gold_labels(test, spec))
+    gold = list(gold_labels(test, spec))
     trained_logits = predict_logits(model, inputs.features, inputs.collator, desc="parity")
     trained = predictions(trained_logits, fallback_label(spec))
     items = [predictor_input(ex, spec) for ex in test]
@@ -283,9 +282,8 @@ def check_parity(model, inputs, test, spec: data.DatasetSpec, out: Path) -> dict
 
 def profiled_costs(study_dir: Path, dataset: str, student: str) -> dict | None:
     """The study profile's numbers for this student's architecture (and the teacher's latency beside it)."""
-    from kdlib.report import PROFILE
 
-    path = study_dir / "profile" / dataset / "profile" / PROFILE
+    path = study_dir / "profile" / dataset / "profile" / rundir.PROFILE
     if not path.is_file():
         return None
     prof = rundir.read_json(path)

@@ -1,6 +1,6 @@
 """Range and choice limits of parameters, declared as tables beside the dataclasses they limit.
 
-`exam.LIMITS` (teacher, distill and ablation fields) and `profile.LIMITS` map a field name to a Limit; kdlib.config
+`params.LIMITS` (teacher, distill and ablation fields) and `profile.LIMITS` map a field name to a Limit; kdlib.config
 checks every value of a params file against them when it loads the file, after the type check, so a study with a
 negative epoch count or a probability of 2 stops before any run starts. None passes a Limit where the field's type
 allows None (caps: `int | None`).

@@ -21,7 +21,7 @@ import copy
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib import limits, rundir
+from kdlib import rundir
+from kdlib.params import POOLINGS, PRUNED, get_student
 from kdlib.data import CASES, DatasetSpec, Vocab, get_spec
 from kdlib.errors import ConfigError, unknown_name
 
@@ -110,7 +111,6 @@ class VocabMap:
         return table
 
 
-POOLINGS = ("auto", "cls", "mean")
 
 
 def _output_layer(hf_model: nn.Module, num_labels: int) -> nn.Linear:
@@ -547,55 +547,7 @@ _WORD_CLASSES: dict[str, type[WordStudent]] = {"bilstm": BiLSTMStudent, "cnn": C
 # ----------------------------------------------------------------------------------------------------------------
 # The student registry and factory.
 
-@dataclass(frozen=True)
-class StudentSpec:
-    """A student by name: what it reads ("word" ids or teacher "subword" ids), its options and their defaults."""
-
-    name: str
-    kind: str  # "word" (needs a Vocab) or "subword" (needs the teacher's tokenizer)
-    default_lr: float  # AdamW peak rate when trained from random weights
-    defaults: dict[str, Any] = field(default_factory=dict)  # every option build_student accepts
-    pretrained_lr: float | None = None  # the rate when `init` is a pretrained folder (BERT students)
-
-    def lr_for(self, options: Mapping[str, Any]) -> float:
-        """The default rate for these student options: fine-tuning a pretrained init wants a smaller one."""
-        if self.pretrained_lr is not None and options.get("init", "random") != "random":
-            return self.pretrained_lr
-        return self.default_lr
-
-
-_WORD_EMBEDDING_DEFAULTS = {"embeddings": None, "freeze_embeddings": False, "case_dim": 0}
-# AdamW rates: 1e-3 is the usual rate for small recurrent/convolutional text models. BERT students from random
-# weights need a from-scratch rate: at 1e-4, BERT-Tiny on 1,000 SmSA examples (6 epochs, 192 steps) stayed at the
-# majority class (macro-F1 19.6) and tagged all of NERGrit O; at 1e-3 it reached 45.7 and 25.8. Wider miniatures
-# get smaller rates (5e-4, 3e-4), as usual for transformers trained from scratch. A pretrained init is fine-tuned
-# at 1e-4, the top of the miniatures' fine-tuning range (3e-5..1e-4).
-STUDENTS: dict[str, StudentSpec] = {s.name: s for s in (
-    StudentSpec("bilstm", "word", 1e-3, {"emb_dim": 300, "hidden": 300, "layers": 1, "dropout": 0.2,
-                                         **_WORD_EMBEDDING_DEFAULTS}),
-    StudentSpec("cnn", "word", 1e-3, {"emb_dim": 300, "filters": 100, "kernel_sizes": (3, 4, 5), "dropout": 0.2,
-                                      **_WORD_EMBEDDING_DEFAULTS}),
-    *(StudentSpec(size, "subword", lr, {"init": "random", "dropout": 0.1, "pieces": "train"}, pretrained_lr=1e-4)
-      for size, lr in (("bert-tiny", 1e-3), ("bert-mini", 5e-4), ("bert-small", 3e-4))),
-    # The fine-tuned teacher cut to its first `layers` layers: starts trained, so it takes a fine-tuning rate.
-    StudentSpec("pruned", "subword", 1e-4, {"layers": 4, "pieces": "train"}),
-)}
-PRUNED = "pruned"
-
-
-# The range of every student option a params file may set (distill.student_options), by name (kdlib.limits).
-OPTION_LIMITS: dict[str, limits.Limit] = {
-    "emb_dim": limits.COUNT, "hidden": limits.COUNT, "layers": limits.COUNT, "filters": limits.COUNT,
-    "kernel_sizes": limits.distinct(limits.COUNT), "dropout": limits.Limit(lambda v: 0 <= v < 1, "in [0, 1)"),
-    "pieces": limits.one_of("train", "full"), "case_dim": limits.Limit(lambda v: v >= 0, ">= 0"),
-}
-
-
-def get_student(name: str) -> StudentSpec:
-    spec = STUDENTS.get(name) if isinstance(name, str) else None
-    if spec is None:
-        raise unknown_name("student", str(name), STUDENTS)
-    return spec
+# The registry (names, what each student reads, default options and rates) is kdlib.params.STUDENTS.
 
 
 def prune_layers(model: BertTaskModel, layers: int) -> BertTaskModel:

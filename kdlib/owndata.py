@@ -57,7 +57,7 @@ def is_definition(entry: Any) -> bool:
 def definition(raw: dict, base: Path, where: str) -> dict:
     """The checked definition of one `datasets:` entry: known keys, absolute paths, its label set; every split read
     and validated (the errors name file, line and fix)."""
-    from kdlib.config import FOLDER_NAME, FOLDER_RULE
+    from kdlib.rundir import FOLDER_NAME, FOLDER_RULE
 
     unknown = sorted(set(raw) - KEYS)
     if unknown:

@@ -12,6 +12,7 @@ filesystem) and have kd-exam and the notebook's Jupyter kernel installed.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -86,6 +87,17 @@ class Outcome:
     error: str = ""
 
 
+class _DeclaredParameters(logging.Filter):
+    """papermill warns of every parameter its notebook's `parameters` cell does not list; a cell lists only its
+    demo's settings, and kdlib.runner has checked every parameter against the notebook's class."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
+logging.getLogger("papermill").addFilter(_DeclaredParameters())
+
+
 def execute_notebook(name: str, notebook: Path, out_dir: Path, parameters: dict[str, Any], kernel: str) -> None:
     """One papermill execution into `out_dir`; done.json is written only after the notebook finished without error.
 
@@ -95,7 +107,7 @@ def execute_notebook(name: str, notebook: Path, out_dir: Path, parameters: dict[
     import papermill
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(out_dir / "params.json", {"run": name, "notebook": notebook.name, "parameters": parameters})
+    rundir.write_json(out_dir / rundir.PARAMS, {"run": name, "notebook": notebook.name, "parameters": parameters})
     started = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters=parameters,
                                cwd=str(out_dir), progress_bar=False, log_output=False, **_kernel_config(),

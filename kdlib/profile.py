@@ -30,7 +30,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,53 +39,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlib import data, exam, limits, models, report, rundir
+from kdlib import data, distill, models, params, rundir, teachers
+from kdlib.params import ProfileParams
 from kdlib.errors import ConfigError, KdExamError
 from kdlib.models import ModelOutput
 
 log = logging.getLogger(__name__)
 
-PROFILE = report.PROFILE
+PROFILE = rundir.PROFILE
 ENGINES = ("torch", "onnx", "int8")
-INPUT_KINDS = ("real", "fixed")
 OPSET = 17
 
 
 class ProfileError(KdExamError):
     """A model that cannot be exported, run or measured."""
-
-
-@dataclass(frozen=True)
-class ProfileParams:
-    """Everything a profile run needs; the fields are the parameters of notebooks/06_profile.ipynb."""
-
-    study_dir: str  # the study folder holding teacher/<dataset>/ and distill/<dataset>/
-    dataset: str | dict  # an IndoNLU key, or the definition of your own dataset (kdlib.owndata)
-    out_dir: str
-    data_dir: str | None = None
-    thread_counts: list[int] = field(default_factory=lambda: [1, 0])  # 0 = every core of the machine
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
-    input_kinds: list[str] = field(default_factory=lambda: list(INPUT_KINDS))
-    fixed_length: int = 64  # positions per input for the "fixed" kind (words or sub-words: the model's own unit)
-    warmup: int = 5  # untimed batches before the timed ones, per setting
-    runs: int = 30  # timed batches per setting
-    onnx: bool = True  # export to ONNX and time onnxruntime
-    int8: bool = True  # quantize the ONNX export, time it and score it (exports even when onnx is False)
-    memory: bool = True  # peak RSS in a fresh process
-    max_test_examples: int | None = None  # test examples scored for each engine's F1; None = all
-    atol: float = 1e-3  # largest accepted |ONNX - PyTorch| logit difference
-    seed: int = 0  # which test examples form the real batches
-    reference: str = ""  # "bert-base": also time a BERT-base-shaped model (random weights, cost only); "": none
-
-
-# The range of every ProfileParams setting, by field name (kdlib.limits); checked when a params file loads and by
-# check_params for `kdexam profile`. A new field gets a line here.
-LIMITS: dict[str, limits.Limit] = {
-    "thread_counts": limits.distinct(limits.THREADS), "batch_sizes": limits.distinct(limits.COUNT),
-    "input_kinds": limits.distinct(limits.one_of(*INPUT_KINDS)), "fixed_length": limits.COUNT,
-    "warmup": limits.at_least(0), "runs": limits.COUNT, "max_test_examples": limits.COUNT, "atol": limits.RATE,
-    "seed": limits.SEED, "reference": limits.one_of("", "bert-base"),
-}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -131,7 +98,7 @@ def find_models(study_dir: str | os.PathLike, dataset: str | dict | data.Dataset
         rank = (not m.get("kd", False), m.get("seed", 0), run.name)
         if m["model"] not in chosen or rank < chosen[m["model"]][0]:
             chosen[m["model"]] = (rank, run, m)
-    order = list(models.STUDENTS)
+    order = list(params.STUDENTS)
     students = [ProfiledModel(name, run, m) for name, (_, run, m) in
                 sorted(chosen.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))]
     return [ProfiledModel("teacher", teacher, rundir.read_json(teacher / rundir.METRICS)), *students]
@@ -183,8 +150,8 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_
         collator = Collator(pad_id=vocab.pad_id)
     else:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model, teacher_dir))
-        max_length = rundir.read_json(teacher_dir / exam.TEACHER_INFO)["max_length"]
-        feats = exam.bert_features(test_ds, tokenizer, spec, max_length)
+        max_length = rundir.read_json(teacher_dir / rundir.TEACHER_INFO)["max_length"]
+        feats = teachers.bert_features(test_ds, tokenizer, spec, max_length)
         keys = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats[0])
         collator = Collator(pad_id=tokenizer.pad_token_id)
     if spec.is_tagging:
@@ -193,13 +160,12 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_
 
 
 def tokenizer_dir(model: ProfiledModel, teacher_dir: Path) -> Path:
-    """The folder of the tokenizer a BERT model was trained with: its own, its pretrained init's (a student
-    initialised from a miniature that brings one, see exam._student_tokenizer_dir), else the teacher's."""
-    init = str(((model.metrics.get("params") or {}).get("student_options") or {}).get("init", "random"))
-    for folder in (model.model_dir, Path(init).expanduser() if init != "random" else None):
-        if folder is not None and any((folder / f).is_file() for f in exam.TOKENIZER_FILES):
-            return folder
-    return teacher_dir / "model"
+    """The folder of the tokenizer a BERT model was trained with: its own, else the one it was trained with
+    (distill.student_tokenizer_dir: its pretrained init's, or the teacher's)."""
+    if any((model.model_dir / f).is_file() for f in rundir.TOKENIZER_FILES):
+        return model.model_dir
+    options = (model.metrics.get("params") or {}).get("student_options") or {}
+    return distill.student_tokenizer_dir(options, teacher_dir / "model")
 
 
 def _units(feature: dict) -> list[int]:
@@ -637,7 +603,7 @@ All models are loaded, scored and exported first; then each setting times them i
 
     from kdlib.train import set_seed
 
-    check_params(p)
+    params.check_profile_params(p)
     started = time.perf_counter()
     spec = data.get_spec(p.dataset)
     set_seed(p.seed)
@@ -651,7 +617,7 @@ All models are loaded, scored and exported first; then each setting times them i
     test = data.load_split(spec, "test", p.data_dir)
     order = np.random.default_rng(p.seed).permutation(len(test)).tolist()
     w = Workload(spec, order, sorted(order[:p.max_test_examples] if p.max_test_examples else order),
-                 exam.gold_labels(test, spec), work)
+                 teachers.gold_labels(test, spec), work)
     prepared = [prepare_model(pm, model_inputs(pm, spec, test, found[0].run_dir), p, w)
                 for pm in tqdm(found, desc=f"export and score ({spec.key})")]
     latency = [{"dataset": spec.key, **r} for r in latency_rows(prepared, p)]
@@ -665,14 +631,6 @@ All models are loaded, scored and exported first; then each setting times them i
                "wall_seconds": time.perf_counter() - started}
     rundir.write_json(out / PROFILE, profile)
     return ProfileResult(profile, out)
-
-
-def check_params(p: ProfileParams, where: str = "profile") -> None:
-    """Values a type check lets through but a profile cannot use; `where` prefixes the error."""
-    bad = [f"{name} {getattr(p, name)!r} (allowed: {limit.allowed})" for name, limit in LIMITS.items()
-           if getattr(p, name) is not None and not limit.ok(getattr(p, name))]
-    if bad:
-        raise ConfigError(f"{where}: value(s) out of range: {'; '.join(bad)}.")
 
 
 def read_profile(run_dir: str | os.PathLike) -> dict:
@@ -779,13 +737,13 @@ def ensure_models(study_dir: str | os.PathLike, dataset: str, *, data_dir: str |
     teacher = study_dir / "teacher" / key / "teacher"
     if not enabled:
         return study_dir
-    exam.ensure_teacher(teacher, key, data_dir=data_dir)
+    teachers.ensure_teacher(teacher, key, data_dir=data_dir)
     if not any(_finished(r) for r in (study_dir / "distill" / key).glob("*/")):
         log.warning("no student in %s: distilling a tiny BiLSTM for this standalone run", study_dir / "distill" / key)
-        exam.run_distill(exam.DistillParams(dataset=key, student="bilstm", teacher_dir=str(teacher),
-                                            out_dir=str(study_dir / "distill" / key / "bilstm-mse-s0"),
-                                            data_dir=data_dir, max_train_examples=300, epochs=2,
-                                            student_options={"emb_dim": 32, "hidden": 32}))
+        distill.run_distill(params.DistillParams(dataset=key, student="bilstm", teacher_dir=str(teacher),
+                                                 out_dir=str(study_dir / "distill" / key / "bilstm-mse-s0"),
+                                                 data_dir=data_dir, max_train_examples=300, epochs=2,
+                                                 student_options={"emb_dim": 32, "hidden": 32}))
     return study_dir
 
 

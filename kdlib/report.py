@@ -264,7 +264,7 @@ def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str =
 
 
 def model_order(models: Sequence[str]) -> list[str]:
-    from kdlib.models import STUDENTS
+    from kdlib.params import STUDENTS
 
     known = ["teacher", *STUDENTS]
     return sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))

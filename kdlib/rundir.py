@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -28,6 +29,60 @@ log = logging.getLogger(__name__)
 
 DONE = "done.json"
 METRICS = "metrics.json"
+PARAMS = "params.json"  # the parameters the runner passed (kdlib.runner compares them to find stale runs)
+TEACHER_INFO = "teacher.json"  # a teacher run: what a student needs to read it (kdlib.teachers.Teacher)
+PREDICTIONS = "predictions.json"  # a student run: test gold and predictions (kdlib.stats's paired tests)
+PROFILE = "profile.json"  # a profile run: every measured number (kdlib.profile)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")  # a model folder that brings a tokenizer
+
+# The layout of a study's outputs, in one place: <output_dir>/<study>/<stage>/<dataset>/<run>/, where <run> is
+# "teacher", "profile", "analysis" (dataset "all"), or <student>-<variant>-s<seed> for a student. Shared caches
+# live beside the stages: <study>/cache/teacher/<dataset>/ (logits this study computed for a borrowed teacher) and
+# <study>/cache/embeddings/ (in-domain word vectors, trained once per study).
+ALL = "all"  # the dataset folder of the study-wide analysis run
+
+
+def run_dir(study_dir: str | os.PathLike, stage: str, dataset: str, name: str) -> Path:
+    return Path(study_dir) / stage / dataset / name
+
+
+def teacher_dir(study_dir: str | os.PathLike, dataset: str) -> Path:
+    return run_dir(study_dir, "teacher", dataset, "teacher")
+
+
+def student_dirs(study_dir: str | os.PathLike, dataset: str) -> Path:
+    """The folder holding a dataset's student runs (stage distill)."""
+    return Path(study_dir) / "distill" / dataset
+
+
+def student_dir(study_dir: str | os.PathLike, dataset: str, student: str, variant: str, seed: int) -> Path:
+    return student_dirs(study_dir, dataset) / f"{student}-{variant}-s{seed}"
+
+
+def profile_dir(study_dir: str | os.PathLike, dataset: str) -> Path:
+    return run_dir(study_dir, "profile", dataset, "profile")
+
+
+def analysis_dir(study_dir: str | os.PathLike) -> Path:
+    return run_dir(study_dir, "analysis", ALL, "analysis")
+
+
+def teacher_cache_dir(study_dir: str | os.PathLike, dataset: str) -> Path:
+    return Path(study_dir) / "cache" / "teacher" / dataset
+
+
+def embedding_cache_dir(study_dir: str | os.PathLike) -> Path:
+    return Path(study_dir) / "cache" / "embeddings"
+
+
+def outputs_root(run_folder: str | os.PathLike) -> Path:
+    """The outputs folder of a run folder <outputs>/<study>/<stage>/<dataset>/<run>."""
+    return Path(run_folder).parents[3]
+
+
+# Names that become folders (the study, each run's folder): short, and safe on every file system and in a shell.
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+FOLDER_RULE = "at most 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 TEMP_PATTERNS = ("*.tmp", "*.tmp.npz")  # ours (.<name>.<random>.tmp), and the fixed names kd-exam used before
 
 

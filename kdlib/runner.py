@@ -20,10 +20,11 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from kdlib import parallel, rundir
+from kdlib import parallel, params, rundir
 from kdlib.config import AblationVariant, Study, Variant
 from kdlib.errors import ConfigError, KdExamError
-from kdlib.exam import DistillParams, TeacherParams
+from kdlib.params import (AblationParams, AnalysisParams, DistillParams, ProfileParams, TeacherParams, defaults,
+                          get_student)
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +58,8 @@ class Run:
         return f"{self.stage}/{self.dataset}/{self.variant}"
 
 
-def recipe_defaults(cls) -> dict[str, Any]:
-    """Every defaulted field of a recipe's params: a run never inherits a notebook's tiny demo defaults."""
-    out = {}
-    for f in fields(cls):
-        if f.default is not MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not MISSING:
-            out[f.name] = f.default_factory()
-    return out
-
-
 def variant_name(v: Variant) -> str:
-    if v.loss == "ce":
-        return "no-kd"
-    name = v.loss if v.loss == "mse" else f"{v.loss}-T{v.temperature:g}"
-    return name if v.alpha == 0 else f"{name}-a{v.alpha:g}"
+    return params.variant_name(v.loss, v.temperature, v.alpha)
 
 
 def plan(study: Study, *, root: Path | None = None, notebooks_dir: Path | None = None,
@@ -92,12 +79,12 @@ def plan(study: Study, *, root: Path | None = None, notebooks_dir: Path | None =
     caches: dict[str, dict[str, str]] = {d: {} for d in study.datasets}  # cache_dir per dataset, for borrowers
     if study.teachers_from:  # another study's finished teachers: nothing to train here
         teacher_dirs = borrowed_teachers(study, root)
-        caches = {d: {"cache_dir": str(study_dir / "cache" / "teacher" / d)} for d in study.datasets}
+        caches = {d: {"cache_dir": str(rundir.teacher_cache_dir(study_dir, d))} for d in study.datasets}
     else:
-        teacher_dirs = {d: study_dir / "teacher" / d / "teacher" for d in study.datasets}
+        teacher_dirs = {d: rundir.teacher_dir(study_dir, d) for d in study.datasets}
         for dataset, teacher_dir in teacher_dirs.items():  # teachers first: every student needs one
             runs.append(Run("teacher", dataset, "teacher", notebooks_dir / NOTEBOOKS["teacher"], teacher_dir, {
-                **recipe_defaults(TeacherParams), "models_dir": models_dir, **study.teacher_for(dataset),
+                **defaults(TeacherParams), "models_dir": models_dir, **study.teacher_for(dataset),
                 "dataset": study.dataset_param(dataset), "out_dir": str(teacher_dir), "data_dir": data,
                 "seed": study.seeds[0], "threads": study.threads, "device": study.device}))
     distill: list[tuple[tuple[int, int, int], Run]] = []
@@ -108,14 +95,14 @@ def plan(study: Study, *, root: Path | None = None, notebooks_dir: Path | None =
             if student not in study.students_for(dataset):
                 continue
             for seed_rank, seed in enumerate(study.seeds_for(student)):
-                dirs = {v: study_dir / "distill" / dataset / f"{student}-{variant_name(v)}-s{seed}"
+                dirs = {v: rundir.student_dir(study_dir, dataset, student, variant_name(v), seed)
                         for v in study.variants_for(student)}
                 baseline = next((d for v, d in dirs.items() if v.loss == "ce"), None)
                 settings = study.distill_for(dataset, student)
                 _check_transfer(settings, dataset, f"{study.path}: {dataset} x {student}")
                 for v, out in sorted(dirs.items(), key=lambda kv: kv[0].loss != "ce"):  # baselines first
                     parameters = {
-                        **recipe_defaults(DistillParams), "embedding_dir": str(study_dir / "cache" / "embeddings"),
+                        **defaults(DistillParams), "embedding_dir": str(rundir.embedding_cache_dir(study_dir)),
                         **settings, **(NO_TEACHER_DATA if v.loss == "ce" else {}),
                         "dataset": study.dataset_param(dataset), "student": student,
                         "teacher_dir": str(teacher_dir), "out_dir": str(out), "data_dir": data, "loss": v.loss,
@@ -136,15 +123,13 @@ def plan(study: Study, *, root: Path | None = None, notebooks_dir: Path | None =
 
 
 def check_folders(study: Study, runs: list[Run]) -> None:
-    """Every run folder name is short and plain (config.FOLDER_NAME), and no two runs share a folder: two entries
+    """Every run folder name is short and plain (rundir.FOLDER_NAME), and no two runs share a folder: two entries
     of a list that plan the same run (mse with and without a temperature, which mse ignores) are refused."""
-    from kdlib.config import FOLDER_NAME, FOLDER_RULE
-
     seen: dict[Path, Run] = {}
     for run in runs:
-        if not FOLDER_NAME.fullmatch(run.variant):
+        if not rundir.FOLDER_NAME.fullmatch(run.variant):
             raise ConfigError(f"{study.path}: run {run.name}: its folder name {run.variant!r} ({len(run.variant)} "
-                              f"characters) must be {FOLDER_RULE}; rename the file or folder it is named after.")
+                              f"characters) must be {rundir.FOLDER_RULE}; rename the file or folder it is named after.")
         other = seen.setdefault(run.out_dir, run)
         if other is not run:
             differ = [f"{k} {other.parameters.get(k)!r} vs {run.parameters.get(k)!r}" for k in
@@ -167,7 +152,7 @@ def borrowed_teachers(study: Study, root: Path) -> dict[str, Path]:
         raise ConfigError(f"{study.path}: teachers_from {study.teachers_from!r}: no study with teachers at {source} "
                           f"(studies with teachers there: {', '.join(known) or 'none'}); run that study first, or "
                           "fix the name.")
-    return {d: source / "teacher" / d / "teacher" for d in study.datasets}
+    return {d: rundir.teacher_dir(source, d) for d in study.datasets}
 
 
 def missing_teachers(study: Study, root: Path) -> str:
@@ -237,9 +222,6 @@ def plan_ablations(study: Study, study_dir: Path, teacher_dirs: dict[str, Path],
                    caches: dict[str, dict[str, str]], notebooks_dir: Path) -> list[Run]:
     """The runs of the study's ablation section, after its other runs; none without an ablation: section. In-domain
     vectors are kept in the study's own folder (they are pickles: no study loads another's)."""
-    from kdlib.exam import AblationParams
-    from kdlib.models import get_student
-
     if study.ablation is None:
         return []
     runs: list[Run] = []
@@ -253,9 +235,9 @@ def plan_ablations(study: Study, study_dir: Path, teacher_dirs: dict[str, Path],
                 for seed in study.ablation.seeds:  # seeds outside: a whole first seed of the grid comes first
                     for v in variants:
                         label = ablation_variant_name(stage.kind, v, bert=bert)
-                        out = study_dir / name / dataset / f"{student}-{label}-s{seed}"
+                        out = rundir.run_dir(study_dir, name, dataset, f"{student}-{label}-s{seed}")
                         grid.append(Run(name, dataset, out.name, notebooks_dir / NOTEBOOKS[name], out, {
-                            **recipe_defaults(AblationParams), "embedding_dir": str(study_dir / "cache" / "embeddings"),
+                            **defaults(AblationParams), "embedding_dir": str(rundir.embedding_cache_dir(study_dir)),
                             **caches[dataset], **study.distill_for(dataset, student), **stage.settings, **v.settings,
                             "dataset": study.dataset_param(dataset), "student": student,
                             "teacher_dir": str(teacher_dir), "out_dir": str(out), "data_dir": data, "seed": seed,
@@ -271,22 +253,20 @@ def plan_ablations(study: Study, study_dir: Path, teacher_dirs: dict[str, Path],
 def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: Path, data: str) -> list[Run]:
     """With a profile: section: per dataset, a profile run once its teacher and students are done; then one analysis
     of the whole study once every profile is done (it writes report.html from its own executed notebook)."""
-    from kdlib.profile import ProfileParams
-
     if study.profile is None:
         return []
     profiles = []
     for dataset in study.datasets:
-        out = study_dir / "profile" / dataset / "profile"
+        out = rundir.profile_dir(study_dir, dataset)
         needs = tuple(r.out_dir for r in runs if r.dataset == dataset and r.stage in ("teacher", "distill"))
         profiles.append(Run("profile", dataset, "profile", notebooks_dir / NOTEBOOKS["profile"], out, {
-            **recipe_defaults(ProfileParams), **study.profile, "study_dir": str(study_dir),
+            **defaults(ProfileParams), **study.profile, "study_dir": str(study_dir),
             "dataset": study.dataset_param(dataset),
             "out_dir": str(out), "data_dir": data, "prepare_if_missing": False}, needs=needs))
-    out = study_dir / "analysis" / "all" / "analysis"
+    out = rundir.analysis_dir(study_dir)
     notebook = notebooks_dir / NOTEBOOKS["analysis"]
-    analysis = Run("analysis", "all", "analysis", notebook, out, {
-        "study_dir": str(study_dir), "out_dir": str(out), "executed_notebook": str(out / notebook.name),
+    analysis = Run("analysis", rundir.ALL, "analysis", notebook, out, {
+        **defaults(AnalysisParams), "study_dir": str(study_dir), "out_dir": str(out), "executed_notebook": str(out / notebook.name),
         "prepare_if_missing": False}, needs=tuple(r.out_dir for r in profiles))
     return [*profiles, analysis]
 
@@ -296,22 +276,16 @@ def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: 
 # are compared relative to it, so a moved outputs folder does not either.
 NOT_SETTINGS = {"threads", "device", "executed_notebook", "data_dir", "out_dir", "models_dir", "embedding_dir", "study_dir",
                 "baseline_dir", "cache_dir"}
-RECIPES = {"teacher": "TeacherParams", "distill": "DistillParams", "ablation-loss": "AblationParams",
-           "ablation-embedding": "AblationParams", "ablation-augmentation": "AblationParams"}
 
 
 def _recipe_default(stage: str, key: str) -> Any:
-    """The default a run made before `key` existed had (a new recipe field defaults to the old behaviour)."""
-    from kdlib import exam
-    from kdlib.profile import ProfileParams
-
-    cls = getattr(exam, RECIPES[stage]) if stage in RECIPES else ProfileParams if stage == "profile" else None
-    return recipe_defaults(cls).get(key, MISSING) if cls else MISSING
+    """The default a run made before `key` existed had (a new parameter defaults to the old behaviour)."""
+    cls = params.STAGE_PARAMS.get(stage)
+    return defaults(cls).get(key, MISSING) if cls else MISSING
 
 
-def _outputs_root(out_dir: str | Path) -> str:
-    """The outputs folder of a run folder <outputs>/<study>/<stage>/<dataset>/<variant>."""
-    return str(Path(out_dir).parents[3])
+def _outputs_root_str(out_dir: str | Path) -> str:
+    return str(rundir.outputs_root(out_dir))
 
 
 def changed_settings(run: Run) -> list[str]:
@@ -319,17 +293,17 @@ def changed_settings(run: Run) -> list[str]:
 
     A run made outside the runner (a notebook run by hand into the study's folder) has no params.json: it is taken
     as it is. One whose params.json cannot be read is reported, since its settings cannot be checked."""
-    path = run.out_dir / "params.json"
+    path = run.out_dir / rundir.PARAMS
     if not path.exists():
         return []
     try:
         recorded = rundir.read_json(path)["parameters"]
-        old_root = _outputs_root(recorded.get("out_dir") or run.out_dir)
+        old_root = _outputs_root_str(recorded.get("out_dir") or run.out_dir)
     except (OSError, KdExamError, KeyError, TypeError, AttributeError) as e:
         reason = "truncated or corrupt" if isinstance(e, KdExamError) else type(e).__name__
         return [f"its {path.name} is unreadable ({reason}), so its settings are unknown; delete {run.out_dir} to "
                 "redo it"]
-    new_root = _outputs_root(run.out_dir)
+    new_root = _outputs_root_str(run.out_dir)
 
     def portable(value: Any) -> Any:
         return new_root + value[len(old_root):] if isinstance(value, str) and value.startswith(old_root) else value
@@ -387,7 +361,7 @@ def outdated_runs(runs: list[Run], redo: Collection[Path] = ()) -> list[Path]:
 def restarts(runs: list[Run]) -> list[Path]:
     """Unfinished runs begun with other settings than the planned ones: resuming their checkpoint would mix the
     two (the training loop refuses to), and an unfinished run is no result to keep, so they start afresh."""
-    return [r.out_dir for r in runs if not rundir.is_done(r.out_dir) and (r.out_dir / "params.json").exists()
+    return [r.out_dir for r in runs if not rundir.is_done(r.out_dir) and (r.out_dir / rundir.PARAMS).exists()
             and changed_settings(r)]
 
 
@@ -401,19 +375,17 @@ def refuse_stale(runs: list[Run], stale: dict[Path, list[str]]) -> None:
 
 
 def check_parameters(runs: list[Run]) -> None:
-    """papermill only warns on unknown parameters; we refuse before running anything."""
-    import papermill
-
-    known: dict[Path, set[str]] = {}
+    """Every parameter a run passes is a field of its notebook's parameters class (kdlib.params.STAGE_PARAMS):
+    papermill would only warn, and the notebook would refuse it late, so we refuse before running anything."""
     for run in runs:
-        if run.notebook not in known:
-            if not run.notebook.exists():
-                raise ConfigError(f"notebook {run.notebook} not found.")
-            known[run.notebook] = set(papermill.inspect_notebook(str(run.notebook)))
-        unknown = sorted(set(run.parameters) - known[run.notebook])
+        if not run.notebook.exists():
+            raise ConfigError(f"notebook {run.notebook} not found.")
+        cls = params.STAGE_PARAMS[run.stage]
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(run.parameters) - known)
         if unknown:
-            raise ConfigError(f"{run.name}: parameter(s) {', '.join(unknown)} are not in the parameters cell of "
-                              f"{run.notebook.name} (it has: {', '.join(sorted(known[run.notebook]))}).")
+            raise ConfigError(f"{run.name}: parameter(s) {', '.join(unknown)} are not parameters of "
+                              f"{run.notebook.name} ({cls.__name__} has: {', '.join(sorted(known))}).")
 
 
 @dataclass

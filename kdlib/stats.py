@@ -25,7 +25,7 @@ from kdlib import rundir
 
 N_BOOT = 2000
 LEVEL = 0.95
-PREDICTIONS = "predictions.json"  # written by kdlib.exam.run_distill: test gold and predicted label ids
+PREDICTIONS = "predictions.json"  # written by kdlib.distill.run_distill: test gold and predicted label ids
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def mlflow_logger(study: str, store: Path, echo=print) -> Callable[[Run], None]:
         try:
             started = int(time.time() * 1000)
             metrics = rundir.read_json(run.out_dir / rundir.METRICS) if (run.out_dir / rundir.METRICS).exists() else {}
-            params = rundir.read_json(run.out_dir / "params.json")["parameters"]
+            params = rundir.read_json(run.out_dir / rundir.PARAMS)["parameters"]
             mlrun = client.create_run(experiment_id, run_name=run.name, tags={
                 "stage": run.stage, "dataset": run.dataset, "variant": run.variant, "out_dir": str(run.out_dir)})
             run_id = mlrun.info.run_id

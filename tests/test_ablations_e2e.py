@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import cli, config, data, exam, models, runner, stats
+from kdlib import cli, config, data, distill, models, params, rundir, runner, stats, teachers
 from kdlib.errors import ConfigError
 from kdlib.train import Collator, TrainConfig, batch_loss
 
@@ -125,7 +125,7 @@ def test_tagging_kd_is_masked_to_real_words_the_teacher_saw():
 @pytest.fixture(scope="module")
 def nergrit_teacher(tmp_path_factory, _tiny_master):
     out = tmp_path_factory.mktemp("abl-teacher") / "nergrit"
-    exam.run_teacher(exam.TeacherParams(dataset="nergrit", out_dir=str(out), data_dir=str(_tiny_master), epochs=1,
+    teachers.run_teacher(params.TeacherParams(dataset="nergrit", out_dir=str(out), data_dir=str(_tiny_master), epochs=1,
                                         lr=1e-3, max_length=64, threads=1,
                                         models_dir=str(out.parent / "models")))
     return out
@@ -136,21 +136,21 @@ def test_a_transfer_set_is_labelled_once_through_the_cache(nergrit_teacher, tmp_
     base = dict(dataset="nergrit", student="bilstm", teacher_dir=str(nergrit_teacher), data_dir=str(_tiny_master),
                 epochs=1, threads=1, student_options={"emb_dim": 8, "hidden": 8}, transfer="tang", transfer_size=2.0,
                 stage="ablation-augmentation", variant="tang-x2")
-    first = exam.run_distill(exam.AblationParams(out_dir=str(tmp_path / "s0"), seed=0, **base)).metrics
+    first = distill.run_distill(params.AblationParams(out_dir=str(tmp_path / "s0"), seed=0, **base)).metrics
     cached = sorted((nergrit_teacher / "logits").glob("transfer-tang-x2-*.npz"))
     assert len(cached) == 1
     assert first["transfer_examples"] == 80 and first["transfer"]["extra_examples"] == 40
     assert (first["stage"], first["variant"]) == ("ablation-augmentation", "tang-x2")
-    saved = json.loads((tmp_path / "s0" / exam.PREDICTIONS).read_text())
+    saved = json.loads((tmp_path / "s0" / rundir.PREDICTIONS).read_text())
     assert saved["metric"] == "chunk_f1_macro" and isinstance(saved["gold"][0][0], str)
 
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher ran although the transfer set's logits are cached")
 
     monkeypatch.setattr(models, "load_model", no_teacher)
-    exam.run_distill(exam.AblationParams(out_dir=str(tmp_path / "s1"), seed=1, **base))  # another seed: cache hit
+    distill.run_distill(params.AblationParams(out_dir=str(tmp_path / "s1"), seed=1, **base))  # another seed: cache hit
     monkeypatch.undo()
-    exam.run_distill(exam.AblationParams(out_dir=str(tmp_path / "a1"), seed=0, augment_seed=1, **base))
+    distill.run_distill(params.AblationParams(out_dir=str(tmp_path / "a1"), seed=0, augment_seed=1, **base))
     assert len(list((nergrit_teacher / "logits").glob("transfer-tang-x2-*.npz"))) == 2  # new content, new entry
 
 
@@ -159,13 +159,13 @@ def test_a_bert_student_from_a_miniature_with_its_own_tokenizer(nergrit_teacher,
     tokens = (" ".join(r["tokens"]) for r in data.read_records(data.get_spec("nergrit"), "train", _tiny_master))
     mini = models.save_random_bert(tmp_path / "mini", data.train_wordpiece(tokens, vocab_size=300), layers=2,
                                    hidden=128, heads=2, intermediate=512)
-    m = exam.run_distill(exam.AblationParams(
+    m = distill.run_distill(params.AblationParams(
         dataset="nergrit", student="bert-tiny", teacher_dir=str(nergrit_teacher), out_dir=str(tmp_path / "run"),
         data_dir=str(_tiny_master), epochs=1, threads=1, student_options={"init": str(mini)}, transfer="tang",
         transfer_size=1.5)).metrics
     assert 0.0 <= m["f1"] <= 1.0 and m["parameters"] < 1_000_000  # 300 pieces, not the teacher's vocabulary
     with pytest.raises(ConfigError, match="for word students"):
-        exam.run_distill(exam.AblationParams(dataset="nergrit", student="bert-tiny", teacher_dir=str(nergrit_teacher),
+        distill.run_distill(params.AblationParams(dataset="nergrit", student="bert-tiny", teacher_dir=str(nergrit_teacher),
                                              out_dir=str(tmp_path / "bad"), data_dir=str(_tiny_master),
                                              embedding="word2vec"))
 

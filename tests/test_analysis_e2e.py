@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from kdlib import cli, exam, rundir
+from kdlib import cli, distill, rundir, teachers
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,12 @@ def test_profile_and_analysis_notebooks_run_and_write_the_report(tmp_path, _tiny
     params.write_text(textwrap.dedent(STUDY.format(out=tmp_path / "out")))
     study = tmp_path / "out" / "e2e-analysis"
     teacher = study / "teacher" / "smsa" / "teacher"
-    exam.run_teacher(exam.TeacherParams(dataset="smsa", out_dir=str(teacher), data_dir=str(_tiny_master), epochs=1,
+    teachers.run_teacher(params.TeacherParams(dataset="smsa", out_dir=str(teacher), data_dir=str(_tiny_master), epochs=1,
                                         models_dir=str(tmp_path / "out" / "models"), lr=1e-3, max_length=64))
     rundir.mark_done(teacher)
     for student, options in (("bilstm", {"emb_dim": 8, "hidden": 8}), ("cnn", {"emb_dim": 8, "filters": 4})):
         out = study / "distill" / "smsa" / f"{student}-mse-s0"
-        exam.run_distill(exam.DistillParams(dataset="smsa", student=student, teacher_dir=str(teacher), epochs=1,
+        distill.run_distill(params.DistillParams(dataset="smsa", student=student, teacher_dir=str(teacher), epochs=1,
                                             out_dir=str(out), data_dir=str(_tiny_master), student_options=options))
         rundir.mark_done(out)
 

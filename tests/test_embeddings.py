@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 
-from kdlib import data, embeddings, exam, models
+from kdlib import data, distill, embeddings, models, params
 from kdlib.errors import ConfigError, DataError
 
 VEC = """5 3
@@ -159,15 +159,15 @@ def test_in_domain_corpus_uses_train_text_and_never_eval_text(_tiny_master, tmp_
         embeddings.in_domain_corpus(_tiny_master, tmp_path / "missing.txt")
 
 
-def _params(tmp_path, **kwargs) -> exam.AblationParams:
-    return exam.AblationParams(**{"dataset": "smsa", "student": "bilstm", "teacher_dir": "unused",
+def _params(tmp_path, **kwargs) -> params.AblationParams:
+    return params.AblationParams(**{"dataset": "smsa", "student": "bilstm", "teacher_dir": "unused",
                                   "out_dir": str(tmp_path / "run"), **kwargs})
 
 
 def test_a_word_student_starts_from_the_vec_file_and_reports_oov(vec, tmp_path):
     vocab = data.Vocab.build([["makan", "nasi", "ayam"]])
     p = _params(tmp_path, embedding=str(vec), freeze_embeddings=True, student_options={"emb_dim": 16, "hidden": 8})
-    options, info = exam._word_embeddings(p, data.get_spec("smsa"), vocab, [["makan", "ayam"]],
+    options, info = distill._word_embeddings(p, data.get_spec("smsa"), vocab, [["makan", "ayam"]],
                                           [{"text": "nasi kucing goreng", "label": 0}], tmp_path)
     assert options["emb_dim"] == 3 and options["freeze_embeddings"] is True  # the file's dimension wins
     assert info["source"] == "vec-small" and info["oov_rate"] == pytest.approx(1 / 3)
@@ -176,7 +176,7 @@ def test_a_word_student_starts_from_the_vec_file_and_reports_oov(vec, tmp_path):
     model = models.build_student("bilstm", data.get_spec("smsa"), vocab=vocab, **options)
     assert not model.embedding.weight.requires_grad
     np.testing.assert_array_equal(model.embedding.weight[vocab.encode(["nasi"])[0]].detach().numpy(), [-1, 0, 1])
-    plain, info = exam._word_embeddings(_params(tmp_path), data.get_spec("smsa"), vocab, [], [], tmp_path)
+    plain, info = distill._word_embeddings(_params(tmp_path), data.get_spec("smsa"), vocab, [], [], tmp_path)
     assert "embeddings" not in plain and info == {"source": "random", "freeze": False}
 
 
@@ -185,8 +185,8 @@ def test_a_pretrained_bert_student_with_its_own_tokenizer(tmp_path):
     mini = models.save_random_bert(tmp_path / "mini", tokenizer, layers=2, hidden=128, heads=2, intermediate=512)
     teacher = tmp_path / "teacher"
     p = _params(tmp_path, student="bert-tiny", student_options={"init": str(mini)})
-    assert exam._student_tokenizer_dir(p, teacher) == mini
-    assert exam._student_tokenizer_dir(_params(tmp_path, student="bert-tiny"), teacher) == teacher / "model"
+    assert distill.student_tokenizer_dir(p.student_options, teacher / "model") == mini
+    assert distill.student_tokenizer_dir(_params(tmp_path, student="bert-tiny").student_options, teacher / "model") == teacher / "model"
     student = models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=tokenizer, init=str(mini), pieces="full")
     assert student.hf.config.vocab_size == len(tokenizer)
     wrong = models.save_random_bert(tmp_path / "wrong", tokenizer, layers=2, hidden=64, heads=2)
@@ -197,7 +197,7 @@ def test_a_pretrained_bert_student_with_its_own_tokenizer(tmp_path):
         if f.name.startswith(("tokenizer", "vocab", "special_tokens")):
             f.unlink()
     p = _params(tmp_path, student="bert-tiny", student_options={"init": str(mini)})
-    assert exam._student_tokenizer_dir(p, teacher) == teacher / "model"
+    assert distill.student_tokenizer_dir(p.student_options, teacher / "model") == teacher / "model"
     teacher_tokenizer = data.train_wordpiece(["lain sekali kosakata guru"] * 3, vocab_size=40)
     with pytest.raises(ConfigError, match=f"vocab_size is {len(tokenizer)} there but {len(teacher_tokenizer)}"):
         models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=teacher_tokenizer, init=str(mini),

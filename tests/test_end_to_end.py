@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from kdlib import cli, data, exam, models, report, rundir
+from kdlib import cli, data, distill, models, params, report, rundir, train
+from kdlib.teachers import Teacher, run_teacher
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +23,9 @@ def teachers(workdir, _tiny_master):
     """A tiny random teacher per task shape, fine-tuned on tiny slices of the real data."""
     out = {}
     for key in ("smsa", "wrete", "casa", "nergrit", "facqa"):
-        p = exam.TeacherParams(dataset=key, out_dir=str(workdir / "teacher" / key), data_dir=str(_tiny_master),
+        p = params.TeacherParams(dataset=key, out_dir=str(workdir / "teacher" / key), data_dir=str(_tiny_master),
                                models_dir=str(workdir / "models"), epochs=1, lr=1e-3, max_length=64)
-        out[key] = exam.run_teacher(p)
+        out[key] = run_teacher(p)
     return out
 
 
@@ -48,10 +49,10 @@ def test_students_distil_from_cache_without_running_the_teacher(key, student, te
     if student.startswith("bert"):  # BERT students are BertTaskModels too: only block loading the teacher
         monkeypatch.undo()
         monkeypatch.setattr(models, "load_model", no_teacher)
-    p = exam.DistillParams(dataset=key, student=student, teacher_dir=str(teachers[key].out_dir),
+    p = params.DistillParams(dataset=key, student=student, teacher_dir=str(teachers[key].out_dir),
                            out_dir=str(workdir / "distill" / key / student), data_dir=str(_tiny_master), epochs=2,
                            student_options={"emb_dim": 16} if student in ("bilstm", "cnn") else {})
-    m = exam.run_distill(p).metrics
+    m = distill.run_distill(p).metrics
     assert m["kd"] and m["variant"] == "mse" and 0.0 <= m["f1"] <= 1.0
     assert m["teacher_f1"] == teachers[key].metrics["f1"]
     assert len(m["history"]) >= 1
@@ -60,12 +61,12 @@ def test_students_distil_from_cache_without_running_the_teacher(key, student, te
 @pytest.mark.parametrize("key, student", [("nergrit", "bilstm"), ("casa", "cnn")])
 def test_the_recipe_runs_in_the_main_stage(key, student, teachers, workdir, _tiny_master):
     """In-domain word2vec, a Tang et al. transfer set, word dropout, a case feature and an alpha-mixed KL at once."""
-    p = exam.DistillParams(dataset=key, student=student, teacher_dir=str(teachers[key].out_dir),
+    p = params.DistillParams(dataset=key, student=student, teacher_dir=str(teachers[key].out_dir),
                            out_dir=str(workdir / "recipe" / key / student), data_dir=str(_tiny_master), epochs=1,
                            loss="kl", temperature=2.0, alpha=0.5, embedding="word2vec", transfer="tang",
                            transfer_size=2.0, word_dropout=0.25, embedding_dir=str(workdir / "embeddings"),
                            student_options={"emb_dim": 16, "case_dim": 4})
-    m = exam.run_distill(p).metrics
+    m = distill.run_distill(p).metrics
     assert m["variant"] == "kl-T2-a0.5" and m["transfer"]["kind"] == "tang"
     assert m["transfer_examples"] > m["train_examples"]
     assert m["embedding"]["source"] == "word2vec" and 0.0 <= m["test_unk_rate"] < 1.0
@@ -74,10 +75,10 @@ def test_the_recipe_runs_in_the_main_stage(key, student, teachers, workdir, _tin
 
 
 def test_pruned_student_distils_from_the_teacher_it_was_cut_from(teachers, workdir, _tiny_master):
-    p = exam.DistillParams(dataset="smsa", student="pruned", teacher_dir=str(teachers["smsa"].out_dir),
+    p = params.DistillParams(dataset="smsa", student="pruned", teacher_dir=str(teachers["smsa"].out_dir),
                            out_dir=str(workdir / "distill" / "smsa" / "pruned"), data_dir=str(_tiny_master),
                            epochs=1, student_options={"layers": 1})
-    m = exam.run_distill(p).metrics
+    m = distill.run_distill(p).metrics
     assert m["model"] == "pruned" and m["kd"]
     student = models.load_model(workdir / "distill" / "smsa" / "pruned" / "model")
     assert student.hf.config.num_hidden_layers == 1 and student.vocab_map is not None
@@ -88,23 +89,23 @@ def test_cache_miss_recomputes_the_teacher_logits(teachers, workdir, _tiny_maste
     teacher = teachers["smsa"].out_dir
     for f in (teacher / "logits").glob("train-*.npz"):
         f.unlink()
-    p = exam.DistillParams(dataset="smsa", student="bilstm", teacher_dir=str(teacher), epochs=1,
+    p = params.DistillParams(dataset="smsa", student="bilstm", teacher_dir=str(teacher), epochs=1,
                            out_dir=str(workdir / "distill" / "miss"), data_dir=str(_tiny_master),
                            student_options={"emb_dim": 8})
-    exam.run_distill(p)
+    distill.run_distill(p)
     assert len(list((teacher / "logits").glob("train-*.npz"))) == 1
 
 
 def test_a_capped_teacher_cache_serves_every_smaller_cap_without_the_teacher(teachers, workdir, _tiny_master,
                                                                            monkeypatch):
-    teacher = exam.run_teacher(exam.TeacherParams(
+    teacher = run_teacher(params.TeacherParams(
         dataset="smsa", out_dir=str(workdir / "teacher" / "smsa-capped"), data_dir=str(_tiny_master),
         models_dir=str(workdir / "models"), epochs=1, lr=1e-3, max_length=64, logit_train_examples=25,
         max_valid_examples=15))
     assert teacher.metrics["logit_train_examples"] == 25
     assert teacher.metrics["valid_examples"] == 15 and teachers["smsa"].metrics["valid_examples"] == 40
     (train_file,) = (teacher.out_dir / "logits").glob("train-*.npz")
-    full = exam.cached_teacher_logits(teachers["smsa"].out_dir, data.get_spec("smsa"), "train",
+    full = Teacher.load(teachers["smsa"].out_dir).logits(data.get_spec("smsa"), "train",
                                       data.load_indonlu("smsa", str(_tiny_master))["train"])
 
     def no_teacher(*args, **kwargs):
@@ -114,22 +115,21 @@ def test_a_capped_teacher_cache_serves_every_smaller_cap_without_the_teacher(tea
     train = data.load_indonlu("smsa", str(_tiny_master))["train"]
     for cap in (10, 25):
         idx = data.subset_indices(len(train), cap)
-        got = exam.teacher_train_logits(teacher.out_dir, data.get_spec("smsa"), train, idx)
+        got = Teacher.load(teacher.out_dir).train_logits(data.get_spec("smsa"), train, idx)
         assert len(got) == cap and got[0].shape == full[0].shape
-    p = exam.DistillParams(dataset="smsa", student="cnn", teacher_dir=str(teacher.out_dir), epochs=1,
+    p = params.DistillParams(dataset="smsa", student="cnn", teacher_dir=str(teacher.out_dir), epochs=1,
                            out_dir=str(workdir / "distill" / "capped"), data_dir=str(_tiny_master),
                            max_train_examples=20, max_valid_examples=12, student_options={"emb_dim": 8})
-    m = exam.run_distill(p).metrics
+    m = distill.run_distill(p).metrics
     assert m["train_examples"] == 20 and m["valid_examples"] == 12
     monkeypatch.undo()  # a cap beyond the cached set: its own cache entry, filled once by the teacher
-    exam.teacher_train_logits(teacher.out_dir, data.get_spec("smsa"), train, data.subset_indices(len(train), 30))
+    Teacher.load(teacher.out_dir).train_logits(data.get_spec("smsa"), train, data.subset_indices(len(train), 30))
     assert len(list((teacher.out_dir / "logits").glob("train-*.npz"))) == 2 and train_file.exists()
 
 
 def test_training_resumes_after_an_interrupt(teachers, workdir, _tiny_master, monkeypatch):
-    from kdlib import train
 
-    p = exam.DistillParams(dataset="nergrit", student="bilstm", teacher_dir=str(teachers["nergrit"].out_dir),
+    p = params.DistillParams(dataset="nergrit", student="bilstm", teacher_dir=str(teachers["nergrit"].out_dir),
                            out_dir=str(workdir / "distill" / "resume"), data_dir=str(_tiny_master), epochs=3,
                            patience=5, student_options={"emb_dim": 8})
     real_evaluate, calls = train.evaluate, []
@@ -142,10 +142,10 @@ def test_training_resumes_after_an_interrupt(teachers, workdir, _tiny_master, mo
 
     monkeypatch.setattr(train, "evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        exam.run_distill(p)
+        distill.run_distill(p)
     assert not (workdir / "distill" / "resume" / "metrics.json").exists()
     monkeypatch.setattr(train, "evaluate", real_evaluate)
-    m = exam.run_distill(p).metrics
+    m = distill.run_distill(p).metrics
     assert [h["epoch"] for h in m["history"]] == [1, 2, 3]  # epoch 1 kept, 2 and 3 trained after the restart
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kdlib import cli, data, exam, export, models, predict, profile, rundir
+from kdlib import cli, data, distill, export, models, params, predict, profile, rundir, teachers
 from kdlib.predict import PredictError
 
 SHAPES = {"single": "smsa", "pair": "wrete", "aspect": "casa", "tagging": "nergrit", "qa": "facqa"}
@@ -26,12 +26,12 @@ def untrained_teacher(run: Path, key: str, data_dir: Path, models_dir: Path) -> 
     The students below train on labels (loss ce), so the teacher is read only for its tokenizer and max_length.
     """
     spec = data.get_spec(key)
-    base = exam.resolve_base_model(exam.TINY_RANDOM, models_dir, data.load_indonlu(key, data_dir), spec)
+    base = teachers.resolve_base_model(params.TINY_RANDOM, models_dir, data.load_indonlu(key, data_dir), spec)
     from transformers import AutoTokenizer
 
     models.BertTaskModel.from_encoder(base, spec).save_pretrained(run / "model")
     AutoTokenizer.from_pretrained(base).save_pretrained(run / "model")
-    rundir.write_json(run / exam.TEACHER_INFO, {"dataset": key, "base_model": exam.TINY_RANDOM, "max_length": 64,
+    rundir.write_json(run / rundir.TEACHER_INFO, {"dataset": key, "base_model": params.TINY_RANDOM, "max_length": 64,
                                                 "pooling": "cls"})
     rundir.write_json(run / rundir.METRICS, {"stage": "teacher", "dataset": key, "model": "teacher", "f1": 0.5})
     return run
@@ -39,7 +39,7 @@ def untrained_teacher(run: Path, key: str, data_dir: Path, models_dir: Path) -> 
 
 def distil(study: Path, key: str, student: str, data_dir: Path, loss: str = "ce", seed: int = 0) -> Path:
     out = study / "distill" / key / f"{student}-{loss}-s{seed}"
-    exam.run_distill(exam.DistillParams(dataset=key, student=student, teacher_dir=str(study / "teacher" / key /
+    distill.run_distill(params.DistillParams(dataset=key, student=student, teacher_dir=str(study / "teacher" / key /
                                                                                       "teacher"),
                                         out_dir=str(out), data_dir=str(data_dir), loss=loss, epochs=1, seed=seed,
                                         student_options=OPTIONS[student]))
@@ -115,7 +115,7 @@ def test_a_mean_pooled_bert_task_model_with_an_id_map_exports_generically(shape_
     spec, test = data.get_spec("smsa"), data.load_split("smsa", "test", metrics["params"]["data_dir"])
     inputs = profile.model_inputs(profile.ProfiledModel("mystery", run, metrics), spec, test,
                                   shape_study / "teacher" / "smsa" / "teacher")
-    f1 = score_ids(spec, exam.gold_labels(test, spec), predictions(predict_logits(model, inputs.features,
+    f1 = score_ids(spec, teachers.gold_labels(test, spec), predictions(predict_logits(model, inputs.features,
                                                                                   inputs.collator)))["f1"]
     rundir.write_json(run / rundir.METRICS, {**metrics, "model": "mystery", "f1": f1})
     result = export.export_student(export.ExportParams(study_dir=str(shape_study), dataset="smsa", student="mystery",
@@ -131,12 +131,12 @@ def profiled_study(tmp_path_factory, _tiny_master):
     """SmSA: a teacher trained 1 epoch, CNN and BiLSTM distilled with MSE (two CNN seeds), profiled briefly."""
     root = tmp_path_factory.mktemp("export-profiled")
     teacher = root / "teacher" / "smsa" / "teacher"
-    exam.run_teacher(exam.TeacherParams(dataset="smsa", out_dir=str(teacher), data_dir=str(_tiny_master),
+    teachers.run_teacher(params.TeacherParams(dataset="smsa", out_dir=str(teacher), data_dir=str(_tiny_master),
                                         models_dir=str(root / "models"), epochs=1, lr=1e-3, max_length=64))
     rundir.mark_done(teacher)  # recommend reads finished runs only, as the runner leaves them
     for student, seed in (("cnn", 0), ("cnn", 1), ("bilstm", 0)):
         rundir.mark_done(distil(root, "smsa", student, _tiny_master, loss="mse", seed=seed))
-    profile.run_profile(profile.ProfileParams(
+    profile.run_profile(params.ProfileParams(
         study_dir=str(root), dataset="smsa", out_dir=str(root / "profile" / "smsa" / "profile"),
         data_dir=str(_tiny_master), thread_counts=[1], batch_sizes=[1, 4], input_kinds=["real"], warmup=1, runs=3,
         memory=False))

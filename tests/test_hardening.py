@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import augment, cache, cli, config, data, embeddings, exam, profile, report, rundir, runner, train
+from kdlib import augment, cache, cli, config, data, embeddings, params, report, rundir, runner, train
 from kdlib.errors import ConfigError, DataError, RunFolderError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,14 +115,14 @@ def test_variants_that_plan_the_same_folder_are_refused(tmp_path, tiny_data_dir)
 
 
 def test_every_number_and_choice_of_every_recipe_has_a_limit():
-    """A new field of TeacherParams/DistillParams/AblationParams needs a line in exam.LIMITS (ProfileParams:
-    profile.LIMITS), else a params file could set it to anything."""
+    """A new field of TeacherParams/DistillParams/AblationParams needs a line in params.LIMITS (ProfileParams:
+    params.PROFILE_LIMITS), else a params file could set it to anything."""
     def numeric(hint) -> bool:
         args = typing.get_args(hint) or (hint,)
         return any(a in (int, float) for a in args) or typing.get_origin(hint) is list
 
-    for cls, table in [(exam.TeacherParams, exam.LIMITS), (exam.AblationParams, exam.LIMITS),
-                       (profile.ProfileParams, profile.LIMITS)]:
+    for cls, table in [(params.TeacherParams, params.LIMITS), (params.AblationParams, params.LIMITS),
+                       (params.ProfileParams, params.PROFILE_LIMITS)]:
         hints = typing.get_type_hints(cls)
         missing = [f.name for f in fields(cls)
                    if numeric(hints[f.name]) and f.name not in table and f.name not in config.RUN_OWNED]
@@ -237,10 +237,10 @@ def test_report_names_a_corrupt_run_and_shows_the_others(tmp_path, capsys, caplo
 def test_unreadable_run_files_are_one_line_errors(tmp_path):
     run = tmp_path / "teacher"
     run.mkdir()
-    (run / exam.TEACHER_INFO).write_text('{"max_length": 6')
+    (run / rundir.TEACHER_INFO).write_text('{"max_length": 6')
     with pytest.raises(RunFolderError, match=rf"teacher.json: truncated or corrupt JSON .*; delete the run folder "
                                              rf"{run} and run the study again to redo it\."):
-        rundir.read_json(run / exam.TEACHER_INFO)
+        rundir.read_json(run / rundir.TEACHER_INFO)
     (run / "profile.json").write_text("[]")
     assert report._profiles(tmp_path) == []  # recommend and the analysis leave it out, with a warning
     logits = tmp_path / "logits"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlib import data, models
+from kdlib import data, models, params
 from kdlib.errors import ConfigError
 
 DATASET_OF_SHAPE = {"single": "smsa", "pair": "wrete", "aspect": "casa", "tagging": "nerp", "qa": "facqa"}
@@ -75,7 +75,7 @@ def word_batch(tiny: Tiny, shape: str, rows: list[int] | None = None) -> dict[st
 
 
 def batch_for(student: str, tiny: Tiny, shape: str, rows: list[int] | None = None) -> dict[str, torch.Tensor]:
-    make = word_batch if models.get_student(student).kind == "word" else bert_batch
+    make = word_batch if params.get_student(student).kind == "word" else bert_batch
     return make(tiny, shape, rows)
 
 
@@ -100,7 +100,7 @@ def expected_shape(spec: data.DatasetSpec, batch: dict) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", data.SHAPES)
-@pytest.mark.parametrize("student", list(models.STUDENTS))
+@pytest.mark.parametrize("student", list(params.STUDENTS))
 def test_every_student_gives_unit_logits_and_gradients(student, shape, tiny):
     torch.manual_seed(0)
     model = build(student, tiny, shape)
@@ -324,9 +324,9 @@ def test_bert_student_from_a_folder_of_another_shape_is_refused(tiny, tmp_path):
 
 def test_unknown_student_name_suggests_the_closest():
     with pytest.raises(ConfigError, match="unknown student 'bilstn'. Did you mean 'bilstm'"):
-        models.get_student("bilstn")
-    assert {s.kind for s in models.STUDENTS.values()} == {"word", "subword"}
-    assert set(models.STUDENTS) == {"bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small", "pruned"}
+        params.get_student("bilstn")
+    assert {s.kind for s in params.STUDENTS.values()} == {"word", "subword"}
+    assert set(params.STUDENTS) == {"bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small", "pruned"}
 
 
 def test_build_student_names_bad_options_and_missing_inputs(tiny):
@@ -417,10 +417,10 @@ def test_vocab_train_from_a_pretrained_folder_copies_the_kept_rows(tiny, tmp_pat
 
 
 def test_default_learning_rates_depend_on_the_init():
-    tiny = models.get_student("bert-tiny")
+    tiny = params.get_student("bert-tiny")
     assert tiny.lr_for({}) == tiny.lr_for({"init": "random"}) == 1e-3
     assert tiny.lr_for({"init": "/models/bert_uncased_L-2_H-128_A-2"}) == 1e-4
-    assert models.get_student("bilstm").lr_for({"init": "x"}) == 1e-3  # word students have no pretrained rate
+    assert params.get_student("bilstm").lr_for({"init": "x"}) == 1e-3  # word students have no pretrained rate
 
 
 @pytest.mark.parametrize("layers", [1, 2])
@@ -517,16 +517,16 @@ def test_case_feature_lets_a_tagger_see_capitals(student, tiny, tmp_path):
 
 
 def test_word_dropout_trains_unk_on_rare_words_only_while_training(tiny):
-    from kdlib import exam
+    from kdlib import distill, models
 
     texts = [["a", "a", "a", "b"], ["a", "a", "a", "a", "c"]]
     vocab = data.Vocab.build(texts)
-    probabilities = exam.word_dropout_probabilities(vocab, texts, 0.25)
+    probabilities = distill.word_dropout_probabilities(vocab, texts, 0.25)
     ids = {w: vocab.encode([w])[0] for w in ("a", "b", "c")}
     assert probabilities[ids["a"]].item() == pytest.approx(0.25 / 7.25)  # seen 7 times
     assert probabilities[ids["b"]].item() == pytest.approx(0.25 / 1.25)  # seen once: 20%
     assert probabilities[[vocab.pad_id, vocab.unk_id]].tolist() == [0.0, 0.0]
-    assert exam.word_dropout_probabilities(vocab, texts, 0.0) is None
+    assert distill.word_dropout_probabilities(vocab, texts, 0.0) is None
     model = models.build_student("cnn", tiny.spec("single"), vocab=vocab, emb_dim=4)
     model.set_word_dropout(torch.where(torch.arange(len(vocab)) == ids["b"], 1.0, 0.0))  # b always drops
     batch = {"word_ids": torch.tensor([[ids["a"], ids["b"], ids["c"]]]), "lengths": torch.tensor([3])}

@@ -6,11 +6,11 @@ import warnings
 
 import pytest
 
-from kdlib import exam, notebook
+from kdlib import notebook, params
 
 
 def test_params_table_shows_required_and_changed_settings_only():
-    p = exam.DistillParams(dataset="smsa", student="cnn", teacher_dir="/t", out_dir="/o", epochs=4,
+    p = params.DistillParams(dataset="smsa", student="cnn", teacher_dir="/t", out_dir="/o", epochs=4,
                            transfer="tang", transfer_size=5.0)
     table = notebook.params_table(p)
     assert list(table.index) == ["dataset", "student", "epochs", "transfer", "transfer_size"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdlib import augment, config, data, exam, owndata, parallel, progress, runner
+from kdlib import augment, config, data, distill, models, owndata, parallel, params, progress, runner, teachers, train
 from kdlib.errors import ConfigError, DataError, KdExamError
 
 EXAMPLE = Path(__file__).parent / "examples" / "own-task"
@@ -139,12 +139,12 @@ def test_the_tang_rule_without_a_pos_lexicon_is_skipped_with_a_note(example):
 
 
 def test_device_is_how_runs_execute(example, tmp_path, monkeypatch):
-    assert exam.resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    assert exam.resolve_device("cpu") == torch.device("cpu")
+    assert train.resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert train.resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device: cuda, but torch sees no CUDA GPU"):
-            exam.resolve_device("cuda")
-    assert "device" in runner.NOT_SETTINGS and exam.LIMITS["device"].ok("auto")
+            train.resolve_device("cuda")
+    assert "device" in runner.NOT_SETTINGS and params.LIMITS["device"].ok("auto")
     monkeypatch.chdir(tmp_path)
     run = runner.plan(config.load_params(example), data_dir=str(tmp_path))[0]
     run.out_dir.mkdir(parents=True)
@@ -199,10 +199,9 @@ def test_a_drop_in_fine_tuned_teacher_is_used_without_training(example, tmp_path
     the same test F1 as its own evaluation, without a training epoch."""
     from transformers import AutoTokenizer
 
-    from kdlib import models
 
     tickets = config.load_params(example).own_datasets["tickets"]
-    first = exam.run_teacher(exam.TeacherParams(dataset=tickets, out_dir=str(tmp_path / "trained"), epochs=3, lr=1e-3,
+    first = teachers.run_teacher(params.TeacherParams(dataset=tickets, out_dir=str(tmp_path / "trained"), epochs=3, lr=1e-3,
                                                 models_dir=str(tmp_path / "models"), threads=1, device="cpu"))
     hf = models.load_model(tmp_path / "trained" / "model").hf
     order = [2, 0, 1]  # the user's model lists its labels in its own order
@@ -214,12 +213,12 @@ def test_a_drop_in_fine_tuned_teacher_is_used_without_training(example, tmp_path
     hf.config.id2label, hf.config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
     hf.save_pretrained(tmp_path / "mine")
     AutoTokenizer.from_pretrained(tmp_path / "trained" / "model").save_pretrained(tmp_path / "mine")
-    dropped = exam.run_teacher(exam.TeacherParams(dataset=tickets, out_dir=str(tmp_path / "dropped"),
+    dropped = teachers.run_teacher(params.TeacherParams(dataset=tickets, out_dir=str(tmp_path / "dropped"),
                                                   base_model=str(tmp_path / "mine"), fine_tune=False, threads=1))
     assert dropped.metrics["f1"] == pytest.approx(first.metrics["f1"]) and dropped.metrics["history"] == []
     assert dropped.metrics["test"] == pytest.approx(first.metrics["test"])
     assert (tmp_path / "dropped" / "logits").is_dir()  # cached like a trained teacher's
-    student = exam.run_distill(exam.DistillParams(dataset=tickets, student="bilstm", teacher_dir=str(
+    student = distill.run_distill(params.DistillParams(dataset=tickets, student="bilstm", teacher_dir=str(
         tmp_path / "dropped"), out_dir=str(tmp_path / "student"), epochs=1, threads=1,
         student_options={"emb_dim": 16, "hidden": 16}))
     assert student.metrics["teacher_f1"] == dropped.metrics["f1"]
@@ -227,7 +226,7 @@ def test_a_drop_in_fine_tuned_teacher_is_used_without_training(example, tmp_path
     hf.save_pretrained(tmp_path / "other")
     with pytest.raises(ConfigError, match=r"its labels do not match tickets's: tickets has account, which the model "
                                           r"lacks; the model has refund, which tickets lacks"):
-        exam.run_teacher(exam.TeacherParams(dataset=tickets, out_dir=str(tmp_path / "x"),
+        teachers.run_teacher(params.TeacherParams(dataset=tickets, out_dir=str(tmp_path / "x"),
                                             base_model=str(tmp_path / "other"), fine_tune=False))
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import config, data, exam, models, profile, rundir, runner
+from kdlib import config, data, distill, models, params, profile, rundir, runner, teachers
 from kdlib.errors import ConfigError
 from kdlib.train import Collator
 
@@ -19,11 +19,11 @@ def study(tmp_path_factory, _tiny_master):
     """A tiny study on SmSA: a tiny random teacher, a BiLSTM and a CNN, one epoch each."""
     root = tmp_path_factory.mktemp("profile-study")
     teacher = root / "teacher" / "smsa" / "teacher"
-    exam.run_teacher(exam.TeacherParams(dataset="smsa", out_dir=str(teacher), data_dir=str(_tiny_master),
+    teachers.run_teacher(params.TeacherParams(dataset="smsa", out_dir=str(teacher), data_dir=str(_tiny_master),
                                         models_dir=str(root.parent / "models"), epochs=1, lr=1e-3, max_length=64))
     for student, loss, options in (("bilstm", "mse", {"emb_dim": 8, "hidden": 8}),
                                    ("cnn", "mse", {"emb_dim": 8, "filters": 4})):
-        exam.run_distill(exam.DistillParams(dataset="smsa", student=student, teacher_dir=str(teacher), loss=loss,
+        distill.run_distill(params.DistillParams(dataset="smsa", student=student, teacher_dir=str(teacher), loss=loss,
                                             out_dir=str(root / "distill" / "smsa" / f"{student}-{loss}-s0"),
                                             data_dir=str(_tiny_master), epochs=1, student_options=options))
     return root
@@ -31,7 +31,7 @@ def study(tmp_path_factory, _tiny_master):
 
 @pytest.fixture(scope="module")
 def profiled(study, _tiny_master):
-    p = profile.ProfileParams(study_dir=str(study), dataset="smsa", out_dir=str(study / "profile" / "smsa" / "profile"),
+    p = params.ProfileParams(study_dir=str(study), dataset="smsa", out_dir=str(study / "profile" / "smsa" / "profile"),
                               data_dir=str(_tiny_master), thread_counts=[1, 0], batch_sizes=[1, 4], warmup=1, runs=2,
                               fixed_length=12, memory=False, max_test_examples=16)
     return profile.run_profile(p).profile
@@ -177,9 +177,9 @@ def test_resolve_threads_and_fixed_batches(study, _tiny_master):
     ("batch_sizes", [0], "batch_sizes [0]"), ("thread_counts", [], "thread_counts []"),
     ("input_kinds", ["long"], "input_kinds ['long']"), ("runs", 0, "runs 0")])
 def test_bad_profile_settings_are_refused(field, value, message):
-    p = profile.ProfileParams(study_dir="s", dataset="smsa", out_dir="o", **{field: value})
+    p = params.ProfileParams(study_dir="s", dataset="smsa", out_dir="o", **{field: value})
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        profile.check_params(p)
+        params.check_profile_params(p)
 
 
 STUDY = """
@@ -236,7 +236,7 @@ def test_a_bert_base_shaped_reference_is_timed_beside_the_models(study, _tiny_ma
                                                               num_attention_heads=2, intermediate_size=32,
                                                               max_position_embeddings=128))
     out = study / "profile" / "smsa" / "with-reference"
-    p = profile.ProfileParams(study_dir=str(study), dataset="smsa", out_dir=str(out), data_dir=str(_tiny_master),
+    p = params.ProfileParams(study_dir=str(study), dataset="smsa", out_dir=str(out), data_dir=str(_tiny_master),
                               thread_counts=[1], batch_sizes=[1], input_kinds=["real"], warmup=1, runs=3,
                               memory=False, onnx=False, int8=False, max_test_examples=8, reference="bert-base")
     prof = profile.run_profile(p).profile

@@ -68,7 +68,7 @@ def make_study(root, quality=QUALITY, profiled=("smsa", "nergrit")):
                     "runs": 10, "mean_width": 30.0}
                    for m, (*_, ms_by) in COST.items() for (e, b), ms in ms_by.items()
                    for t, scale in ((1, 1.0), (2, 0.6))]
-        rundir.write_json(root / "profile" / dataset / "profile" / report.PROFILE, {
+        rundir.write_json(root / "profile" / dataset / "profile" / rundir.PROFILE, {
             "stage": "profile", "dataset": dataset, "models": models, "latency": latency,
             "machine": {"cpu": "Test CPU", "cores": 2}, "settings": {}, "threads": [1, 2]})
     return root
@@ -208,7 +208,7 @@ def test_figures_and_tables_are_saved(board, study, tmp_path):
     for name, fig in (("pareto-latency", report.plot_pareto(board, "latency")),
                       ("pareto-size", report.plot_pareto(board, "size")), ("heatmap", report.plot_heatmap(board)),
                       ("latency", report.plot_latency(rundir.read_json(study / "profile" / "smsa" / "profile" /
-                                                                       report.PROFILE)))):
+                                                                       rundir.PROFILE)))):
         assert report.save_figure(fig, tmp_path, name).stat().st_size > 1000
     path = report.save_table(report.cost_table(board), tmp_path, "costs")
     assert pd.read_csv(path, index_col=[0, 1]).loc[("smsa", "cnn"), "× b1"] == 40.0
