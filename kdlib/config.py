@@ -344,9 +344,9 @@ def load_params(path: str | os.PathLike) -> Study:
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}.")
     _check_limit(seeds, limits.distinct(limits.SEED), f"{path}: seeds")
 
-    teacher = _check_section(raw.get("teacher") or {}, TeacherParams, set(), f"{path}: teacher")
-    distill_raw = raw.get("distill") or {}
     base = path.resolve().parent
+    teacher = _teacher_paths(_check_section(raw.get("teacher") or {}, TeacherParams, set(), f"{path}: teacher"), base)
+    distill_raw = raw.get("distill") or {}
     distill = _distill_section(distill_raw, DISTILL_EXTRA, f"{path}: distill", base)
     if not isinstance(distill_raw.get("students", []), list) or not isinstance(distill_raw.get("variants", []), list):
         raise ConfigError(f"{path}: distill.students and distill.variants are lists.")
@@ -372,7 +372,8 @@ def load_params(path: str | os.PathLike) -> Study:
             raise ConfigError(f"{where}: expected a mapping with teacher:, distill:, per_student: and/or students: "
                               "sections.")
         per_dataset[dataset] = {
-            "teacher": _check_section(section.get("teacher") or {}, TeacherParams, set(), f"{where}.teacher"),
+            "teacher": _teacher_paths(_check_section(section.get("teacher") or {}, TeacherParams, set(),
+                                                     f"{where}.teacher"), base),
             "distill": _distill_section(section.get("distill") or {}, set(), f"{where}.distill", base),
             "per_student": _per_student(section.get("per_student"), f"{where}.per_student", base, seeds_ok=False),
             "students": _dataset_students(section.get("students"), students, f"{where}.students")}
@@ -386,8 +387,8 @@ def load_params(path: str | os.PathLike) -> Study:
     device = raw.get("device", "auto")
     _check_limit(device, limits.DEVICE, f"{path}: device")
     return Study(name=name, path=path.resolve(), datasets=datasets, seeds=tuple(seeds),
-                 description=str(raw.get("description", "")), data_dir=raw.get("data_dir"),
-                 output_dir=str(raw.get("output_dir", "outputs")), threads=threads, device=device,
+                 description=str(raw.get("description", "")), data_dir=_file_relative(raw.get("data_dir"), base),
+                 output_dir=_file_relative(raw.get("output_dir"), base) or "outputs", threads=threads, device=device,
                  own_datasets=own, teacher=teacher,
                  students=students, variants=variants, distill=distill, student_options=options,
                  per_dataset=per_dataset, per_student=per_student, student_seeds=student_seeds,
@@ -465,6 +466,30 @@ DEFAULT_ABLATION_VARIANTS: dict[str, list] = {
     "augmentation": [{"transfer": "train", "transfer_size": 1}, *({"transfer": k, "transfer_size": n}
                                                                  for k in ("tang", "indonlu") for n in (5, 10))],
 }
+
+
+# One rule for relative paths: a relative path written in a params file is relative to that file's folder (data_dir,
+# output_dir, transfer and embedding files, your own dataset's files, a teacher's local base_model or models_dir,
+# teachers_from). What the file does not write comes from the command line and the working directory, as any
+# command's paths do: --data-dir, $KDEXAM_DATA_DIR, and the default output folder `outputs` under the directory
+# `kdexam run` is started in.
+def _file_relative(value: Any, base: Path) -> str | None:
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _teacher_paths(section: dict, base: Path) -> dict:
+    """A teacher's models_dir, and a base_model that is a local folder ("./x", "~/x", or a folder that exists
+    beside the file), resolved against the params file's folder; a hub id stays as it is."""
+    out = dict(section)
+    if "models_dir" in out:
+        out["models_dir"] = _file_relative(out["models_dir"], base)
+    model = out.get("base_model")
+    if isinstance(model, str) and (model.startswith((".", "~", "/")) or (base / model).is_dir()):
+        out["base_model"] = _file_relative(model, base)
+    return out
 
 
 def _local_path(value: str, base: Path, where: str, *, folder: bool = False) -> str:

@@ -94,3 +94,20 @@ def test_config_sits_at_the_bottom_of_the_import_graph():
         seen.add(module)
         todo += sorted(kdlib_imports(module) - seen)
     assert seen == {"config", "data", "errors", "limits", "owndata", "params", "rundir", "textio"}
+
+
+def test_relative_paths_in_a_params_file_are_relative_to_its_folder(tmp_path):
+    from kdlib import config
+
+    folder = tmp_path / "studies"
+    (folder / "mymodel").mkdir(parents=True)
+    path = folder / "s.yaml"
+    path.write_text("study: s\ndatasets: [smsa]\noutput_dir: out\ndata_dir: ../indonlu\n"
+                    "teacher: {base_model: mymodel, models_dir: ./models}\n"
+                    "per_dataset: {smsa: {teacher: {base_model: indobenchmark/indobert-base-p1}}}\n")
+    study = config.load_params(path)
+    assert study.output_dir == str(folder / "out") and study.data_dir == str(tmp_path / "indonlu")
+    assert study.teacher == {"base_model": str(folder / "mymodel"), "models_dir": str(folder / "models")}
+    assert study.per_dataset["smsa"]["teacher"]["base_model"] == "indobenchmark/indobert-base-p1"  # a hub id
+    assert config.load_params(folder.joinpath("t.yaml").write_text("study: t\ndatasets: [smsa]\n") and
+                              folder / "t.yaml").output_dir == "outputs"  # not written: the working directory's
