@@ -2,7 +2,9 @@
 in its cells, and its parameters shown as the few that differ from the defaults.
 
 Progress goes to the terminal through `progress.json` (kdlib.progress, polled by the runner) and, with every
-library's INFO lines and warnings, to `<out_dir>/run.log`.
+library's INFO lines and warnings, to `<out_dir>/run.log`. In JupyterLab (a kernel its server started: it sets
+$JPY_SESSION_NAME) tqdm's bars stay on and show as ipywidgets; an executed notebook (papermill, `kdexam run`) keeps
+none of them.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ def quiet(out_dir: str | os.PathLike) -> Path:
     """Send logging (kdlib's, gensim's, transformers'), Python warnings and progress bars to out_dir/run.log."""
     path = Path(out_dir) / LOG
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar made from now on (kdlib's, datasets')
+    bars = interactive()
+    if not bars:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar made from now on (kdlib's, datasets')
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -35,16 +39,23 @@ def quiet(out_dir: str | os.PathLike) -> Path:
 
         transformers.utils.logging.disable_default_handler()  # its records reach the root logger, hence the file
         transformers.utils.logging.enable_propagation()
-        transformers.utils.logging.disable_progress_bar()
+        if not bars:
+            transformers.utils.logging.disable_progress_bar()
     except ImportError:
         pass
     try:
         import datasets
 
-        datasets.disable_progress_bars()
+        if not bars:
+            datasets.disable_progress_bars()
     except ImportError:
         pass
     return path
+
+
+def interactive() -> bool:
+    """A person is watching: a kernel a Jupyter server started for a notebook, not a papermill execution."""
+    return bool(os.environ.get("JPY_SESSION_NAME")) and not os.environ.get("KDEXAM_RUN")
 
 
 PATHS = ("out_dir", "teacher_dir", "study_dir", "data_dir", "models_dir", "embedding_dir", "cache_dir")

@@ -107,6 +107,7 @@ def execute_notebook(name: str, notebook: Path, out_dir: Path, parameters: dict[
     import papermill
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["KDEXAM_RUN"] = name  # the kernel inherits it: kdlib.notebook keeps progress bars out of the notebook
     rundir.write_json(out_dir / rundir.PARAMS, {"run": name, "notebook": notebook.name, "parameters": parameters})
     started = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters=parameters,

@@ -44,3 +44,13 @@ def test_history_table():
     table = notebook.history_table([{"epoch": 1, "train_loss": 0.51234, "valid_f1": 0.6, "lr": 1e-3, "seconds": 2.0,
                                      "examples_per_s": 10.0}])
     assert table.loc[1, "valid F1 (%)"] == 60.0 and "lr" not in table.columns
+
+
+def test_progress_bars_only_for_a_person_in_jupyterlab(monkeypatch):
+    monkeypatch.delenv("KDEXAM_RUN", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert not notebook.interactive()  # papermill: no Jupyter session
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/notebooks/02_distill.ipynb")
+    assert notebook.interactive()  # JupyterLab started this kernel for a notebook
+    monkeypatch.setenv("KDEXAM_RUN", "distill/smsa/bilstm-mse-s0")
+    assert not notebook.interactive()  # a run of kdexam run, even from a terminal inside JupyterLab
