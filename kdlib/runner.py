@@ -430,95 +430,106 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = parallel.THIS
     `redo` are redone, as `force` redoes all; a finished run's folder is replaced only when the run starts, so one
     that never starts (its teacher failed) keeps its results.
     """
-
     started = time.perf_counter()
-    summary = Summary()
-    waiting: list[Run] = []
-    redo = {r.out_dir for r in runs} if force else set(redo)
-    for run in runs:
-        if rundir.is_done(run.out_dir) and run.out_dir not in redo:
-            summary.skipped.append(run.name)
+    plan = _Queue(runs, {r.out_dir for r in runs} if force else set(redo), kernel, echo)
+    if plan.summary.skipped:
+        echo(f"{len(plan.summary.skipped)} run(s) already done: skipped")
+    if plan.waiting:
+        with parallel.client(jobs, scheduler) as c:
+            c.subscribe_topic(plan.topic, lambda event: echo(
+                f"  started {event[1]['run']} on worker {event[1]['worker']} ({event[1]['threads']} threads)"))
+            echo(f"{plan.total} run(s) to do on {scheduler or f'{jobs} local worker process(es)'}")
+            try:
+                plan.run_all(c, on_done)
+            except KeyboardInterrupt:
+                plan.summary.interrupted = True
+                plan.summary.unfinished = [r.name for r in [*plan.running.values(), *plan.waiting]]
+                c.cancel(list(plan.running))
+        if not plan.summary.interrupted:
+            plan.summary.blocked += [r.name for r in plan.waiting]  # needs that can never finish (a cycle)
+    plan.summary.seconds = time.perf_counter() - started
+    return plan.summary
+
+
+class _Queue:
+    """The runs of one `execute`: those waiting, those running (by their Dask future), and each run's state."""
+
+    def __init__(self, runs: list[Run], redo: set[Path], kernel: str, echo):
+        self.summary, self.redo, self.kernel, self.echo = Summary(), redo, kernel, echo
+        self.waiting = []
+        for run in runs:
+            if rundir.is_done(run.out_dir) and run.out_dir not in redo:
+                self.summary.skipped.append(run.name)
+            else:
+                self.waiting.append(run)
+        self.total, self.topic = len(self.waiting), f"kdexam-{uuid.uuid4().hex}"
+        self.state: dict[Path, str] = {r.out_dir: "waiting" for r in self.waiting}  # running, done, failed, blocked
+        self.running: dict[Any, Run] = {}
+
+    def tag(self, run: Run) -> str:
+        return f"[{self.total - len(self.waiting) - len(self.running)}/{self.total}] {run.name}"
+
+    def need_state(self, path: Path) -> str:
+        return self.state.get(path) or ("done" if rundir.is_done(path) else "missing")
+
+    def run_all(self, c, on_done: Callable[[Run], None] | None) -> None:
+        queue: set = set()
+        shown = ProgressShown(self.echo)
+        self.submit_ready(c, queue)
+        while queue:
+            finished = [f for f in queue if f.done()]
+            if not finished:  # a run's latest progress line, from its progress.json, now and then
+                shown.poll(list(self.running.values()), self.total - len(self.waiting) - len(self.running), self.total)
+                time.sleep(POLL_SECONDS)
+                continue
+            for future in finished:
+                queue.discard(future)
+                self.finish(future, on_done)
+            self.submit_ready(c, queue)
+
+    def finish(self, future, on_done: Callable[[Run], None] | None) -> None:
+        run = self.running.pop(future)
+        outcome = _outcome(future, run)
+        self.state[run.out_dir] = outcome.status
+        if outcome.status == "done":
+            self.summary.done.append(run.name)
+            self.echo(f"{self.tag(run)}: done in {outcome.seconds:.0f}s")
+            if on_done:
+                on_done(run)
         else:
-            waiting.append(run)
-    if summary.skipped:
-        echo(f"{len(summary.skipped)} run(s) already done: skipped")
-    if not waiting:
-        return summary
-    total, topic = len(waiting), f"kdexam-{uuid.uuid4().hex}"
-    state: dict[Path, str] = {run.out_dir: "waiting" for run in waiting}  # then "running", "done", "failed", "blocked"
-    running: dict[Any, Run] = {}
-    tag = lambda run: f"[{total - len(waiting) - len(running)}/{total}] {run.name}"  # noqa: E731
+            self.summary.failed.append((run.name, str(run.out_dir / run.notebook.name), outcome.error))
+            self.echo(f"{self.tag(run)}: FAILED ({outcome.error})")
 
-    def need_state(path: Path) -> str:
-        return state.get(path) or ("done" if rundir.is_done(path) else "missing")
-
-    def submit_ready(c, queue) -> None:
+    def submit_ready(self, c, queue: set) -> None:
         """Submit runs whose needs are done, in plan order, while a worker thread is free; block those whose needs
         cannot be done. Dask would place a task at once, on its guess of how long tasks take (none: ours take
         minutes to hours), so a run could wait behind another while a worker idles; with no more runs in flight than
         worker threads, each starts on a free worker. A run of an EXCLUSIVE stage starts when nothing else runs,
         and nothing after it in the plan starts beside it."""
         capacity = max(1, sum(c.nthreads().values()))
-        hold = any(r.stage in EXCLUSIVE_STAGES for r in running.values())
-        for run in list(waiting):
-            needs = [need_state(n) for n in run.needs]
+        hold = any(r.stage in EXCLUSIVE_STAGES for r in self.running.values())
+        for run in list(self.waiting):
+            needs = [self.need_state(n) for n in run.needs]
             if any(s in ("failed", "blocked", "missing") for s in needs):
-                waiting.remove(run)
-                state[run.out_dir] = "blocked"
-                summary.blocked.append(run.name)
-                echo(f"{tag(run)}: blocked (a run it needs did not finish)")
+                self.waiting.remove(run)
+                self.state[run.out_dir] = "blocked"
+                self.summary.blocked.append(run.name)
+                self.echo(f"{self.tag(run)}: blocked (a run it needs did not finish)")
                 continue
-            if hold or len(running) >= capacity or not all(s == "done" for s in needs):
+            if hold or len(self.running) >= capacity or not all(s == "done" for s in needs):
                 continue
             if run.stage in EXCLUSIVE_STAGES:
                 hold = True
-                if running:
+                if self.running:
                     continue
-            waiting.remove(run)
-            if run.out_dir in redo and run.out_dir.exists():
+            self.waiting.remove(run)
+            if run.out_dir in self.redo and run.out_dir.exists():
                 shutil.rmtree(run.out_dir)  # now, not up front: a run that never starts keeps its old results
             rundir.clean_temp_files(run.out_dir)  # a killed attempt's; nothing else writes in a run's folder
             future = c.submit(parallel.notebook_task, run.name, run.notebook, run.out_dir, run.parameters,
-                              kernel, topic, key=f"{run.stage}-{uuid.uuid4().hex}")
-            running[future], state[run.out_dir] = run, "running"
+                              self.kernel, self.topic, key=f"{run.stage}-{uuid.uuid4().hex}")
+            self.running[future], self.state[run.out_dir] = run, "running"
             queue.add(future)
-
-    with parallel.client(jobs, scheduler) as c:
-        c.subscribe_topic(topic, lambda event: echo(f"  started {event[1]['run']} on worker {event[1]['worker']} "
-                                                    f"({event[1]['threads']} threads)"))
-        echo(f"{total} run(s) to do on {scheduler or f'{jobs} local worker process(es)'}")
-        queue = set()
-        shown = ProgressShown(echo)
-        try:
-            submit_ready(c, queue)
-            while queue:
-                finished = [f for f in queue if f.done()]
-                if not finished:  # a run's latest progress line, from its progress.json, now and then
-                    shown.poll(list(running.values()), total - len(waiting) - len(running), total)
-                    time.sleep(POLL_SECONDS)
-                    continue
-                for future in finished:
-                    queue.discard(future)
-                    run = running.pop(future)
-                    outcome = _outcome(future, run)
-                    state[run.out_dir] = outcome.status
-                    if outcome.status == "done":
-                        summary.done.append(run.name)
-                        echo(f"{tag(run)}: done in {outcome.seconds:.0f}s")
-                        if on_done:
-                            on_done(run)
-                    else:
-                        summary.failed.append((run.name, str(run.out_dir / run.notebook.name), outcome.error))
-                        echo(f"{tag(run)}: FAILED ({outcome.error})")
-                submit_ready(c, queue)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            summary.unfinished = [r.name for r in [*running.values(), *waiting]]
-            c.cancel(list(running))
-    if not summary.interrupted:
-        summary.blocked += [r.name for r in waiting]  # needs that can never finish (a cycle)
-    summary.seconds = time.perf_counter() - started
-    return summary
 
 
 POLL_SECONDS = 1.0  # how often the runner looks for finished runs and progress lines

@@ -34,8 +34,8 @@ def _errors(notebook) -> list:
 
 
 def test_profile_and_analysis_notebooks_run_and_write_the_report(tmp_path, _tiny_master, capsys):
-    params = tmp_path / "study.yaml"
-    params.write_text(textwrap.dedent(STUDY.format(out=tmp_path / "out")))
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(textwrap.dedent(STUDY.format(out=tmp_path / "out")))
     study = tmp_path / "out" / "e2e-analysis"
     teacher = study / "teacher" / "smsa" / "teacher"
     teachers.run_teacher(params.TeacherParams(dataset="smsa", out_dir=str(teacher), data_dir=str(_tiny_master), epochs=1,
@@ -47,7 +47,7 @@ def test_profile_and_analysis_notebooks_run_and_write_the_report(tmp_path, _tiny
                                             out_dir=str(out), data_dir=str(_tiny_master), student_options=options))
         rundir.mark_done(out)
 
-    assert cli.main(["run", str(params), "--data-dir", str(_tiny_master)]) == 0
+    assert cli.main(["run", str(study_file), "--data-dir", str(_tiny_master)]) == 0
     assert "done 2, skipped (already done) 3, failed 0" in capsys.readouterr().out
 
     profile_dir = study / "profile" / "smsa" / "profile"
@@ -69,5 +69,5 @@ def test_profile_and_analysis_notebooks_run_and_write_the_report(tmp_path, _tiny
     assert cli.main(["recommend", "--study", str(study), "--max-latency-ms", "0.000001"]) == 0
     assert "--max-latency-ms 1e-06 alone excludes every student" in capsys.readouterr().out
 
-    assert cli.main(["run", str(params), "--data-dir", str(_tiny_master)]) == 0  # everything done: all skipped
+    assert cli.main(["run", str(study_file), "--data-dir", str(_tiny_master)]) == 0  # everything done: all skipped
     assert "done 0, skipped (already done) 5" in capsys.readouterr().out
