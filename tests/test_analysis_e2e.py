@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from kdlib import cli, distill, rundir, teachers
+from kdlib import cli, distill, params, rundir, teachers
 
 pytestmark = pytest.mark.slow
 
