@@ -211,7 +211,7 @@ def test_encode_for_bert_tagging(wordpiece, tiny_data_dir):
     enc = ds.map(data.encode_for_bert, batched=True, fn_kwargs={"tokenizer": wordpiece, "spec": spec,
                                                                  "max_length": 512})
     for ex in enc:
-        labelled = [l for l in ex["subword_labels"] if l != -100]
+        labelled = [label for label in ex["subword_labels"] if label != -100]
         assert labelled == ex["tags"] == ex["labels"]  # every word labelled exactly once, in order
         assert [ex["subword_labels"][i] for i in ex["word_index"]] == ex["tags"]
         assert ex["input_ids"][0] == wordpiece.cls_token_id
@@ -224,8 +224,8 @@ def test_encode_for_bert_qa_labels_passage_only(wordpiece, tiny_data_dir):
                                                                  "max_length": 512})
     for ex in enc:
         sep = ex["input_ids"].index(wordpiece.sep_token_id)
-        assert all(l == -100 for l in ex["subword_labels"][:sep])  # nothing in the question is labelled
-        assert [l for l in ex["subword_labels"] if l != -100] == ex["tags"]
+        assert all(label == -100 for label in ex["subword_labels"][:sep])  # nothing in the question is labelled
+        assert [label for label in ex["subword_labels"] if label != -100] == ex["tags"]
         assert min(ex["word_index"]) > sep
 
 
@@ -237,7 +237,7 @@ def test_encode_for_bert_truncation_marks_lost_words(wordpiece, tiny_data_dir):
     assert all(len(ex["input_ids"]) <= 8 for ex in enc)
     assert any(-1 in ex["word_index"] for ex in enc)
     for ex in enc:  # a word the model cannot see is not trained on
-        assert [l for l, i in zip(ex["labels"], ex["word_index"]) if i == -1] == \
+        assert [label for label, i in zip(ex["labels"], ex["word_index"]) if i == -1] == \
             [-100] * ex["word_index"].count(-1)
 
 

@@ -1,4 +1,5 @@
-"""Issue 16, your own task: your datasets in the params file, a teacher you fine-tuned, a device, any folder, progress."""
+"""Issue 16, your own task: your datasets in the params file, a teacher you fine-tuned, a device, any folder,
+progress."""
 from __future__ import annotations
 
 import json
