@@ -11,7 +11,7 @@ DATA_DIR ?= $(if $(KDEXAM_DATA_DIR),$(KDEXAM_DATA_DIR),$(if $(wildcard ../shared
 PYTEST_ARGS ?=
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && echo 2 || echo $$n)
 
-.PHONY: help venv test test-fast quickstart quickstart-profile lab data-check clean
+.PHONY: help venv lint test test-fast quickstart quickstart-profile lab data-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-19s %s\n", $$1, $$2}'
@@ -26,10 +26,13 @@ $(BIN)/kdexam: requirements.txt pyproject.toml
 
 venv: $(BIN)/kdexam  ## create .venv with the pinned dependencies and kdlib (editable)
 
-test: venv  ## run the test suite (unit tests + papermill runs of every notebook)
+lint: venv  ## ruff check of kdlib, tests and benchmarks (rules: [tool.ruff] in pyproject.toml)
+	$(BIN)/ruff check kdlib tests benchmarks
+
+test: venv lint  ## lint, then the test suite (unit tests + papermill runs of every notebook)
 	KDEXAM_DATA_DIR=$(abspath $(DATA_DIR)) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: venv  ## unit tests only
+test-fast: venv  ## the fast tier: tests not marked slow (about a minute: no real training, papermill, Dask or subprocess)
 	KDEXAM_DATA_DIR=$(abspath $(DATA_DIR)) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 quickstart: venv  ## offline: import the offline teacher, train teachers and students of params/quickstart.yaml, print the F1 table

@@ -85,13 +85,13 @@ def bench(key: str, args: argparse.Namespace) -> list[dict]:
             real = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
             diff = (packed.encode(x, lengths) - ours.encode(x, lengths))[real].abs().max().item()
             assert diff < 1e-4, f"the encoders disagree by {diff}"
-    for name, m in contenders.items():
+    for m in contenders.values():
         m.train()
     for b in train_batches:  # one training step each, in turn
         for name, m in contenders.items():
             rows[name]["train s"] += timed(step, m, b, optimizers[name])
     with torch.no_grad():
-        for name, m in contenders.items():
+        for m in contenders.values():
             m.eval()
         for b in train_batches:
             for name, m in contenders.items():

@@ -40,7 +40,8 @@ def students(args, data_dir: Path, teacher_dir: Path) -> dict[str, Path]:
     for student in ("bilstm", "cnn"):
         run = study / "distill" / args.dataset / f"{student}-mse-s0"
         if not (run / rundir.METRICS).exists():
-            distill.run_distill(params.DistillParams(dataset=args.dataset, student=student, teacher_dir=str(teacher_dir),
+            distill.run_distill(params.DistillParams(
+                dataset=args.dataset, student=student, teacher_dir=str(teacher_dir),
                                                 out_dir=str(run), data_dir=str(data_dir), epochs=args.epochs,
                                                 threads=args.threads))
         result = export.export_student(export.ExportParams(study_dir=str(study), dataset=args.dataset,

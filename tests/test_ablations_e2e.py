@@ -165,7 +165,8 @@ def test_a_bert_student_from_a_miniature_with_its_own_tokenizer(nergrit_teacher,
         transfer_size=1.5)).metrics
     assert 0.0 <= m["f1"] <= 1.0 and m["parameters"] < 1_000_000  # 300 pieces, not the teacher's vocabulary
     with pytest.raises(ConfigError, match="for word students"):
-        distill.run_distill(params.AblationParams(dataset="nergrit", student="bert-tiny", teacher_dir=str(nergrit_teacher),
+        distill.run_distill(params.AblationParams(
+            dataset="nergrit", student="bert-tiny", teacher_dir=str(nergrit_teacher),
                                              out_dir=str(tmp_path / "bad"), data_dir=str(_tiny_master),
                                              embedding="word2vec"))
 

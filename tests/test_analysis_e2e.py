@@ -38,7 +38,8 @@ def test_profile_and_analysis_notebooks_run_and_write_the_report(tmp_path, _tiny
     study_file.write_text(textwrap.dedent(STUDY.format(out=tmp_path / "out")))
     study = tmp_path / "out" / "e2e-analysis"
     teacher = study / "teacher" / "smsa" / "teacher"
-    teachers.run_teacher(params.TeacherParams(dataset="smsa", out_dir=str(teacher), data_dir=str(_tiny_master), epochs=1,
+    teachers.run_teacher(params.TeacherParams(
+        dataset="smsa", out_dir=str(teacher), data_dir=str(_tiny_master), epochs=1,
                                         models_dir=str(tmp_path / "out" / "models"), lr=1e-3, max_length=64))
     rundir.mark_done(teacher)
     for student, options in (("bilstm", {"emb_dim": 8, "hidden": 8}), ("cnn", {"emb_dim": 8, "filters": 4})):

@@ -79,6 +79,7 @@ def test_bench_bilstm_checks_both_encoders_agree_and_prints_ratios(monkeypatch, 
     module = importlib.import_module("bench_bilstm")
     monkeypatch.setattr(sys, "argv", ["bench_bilstm", "--examples", "40", "--data-dir", str(_tiny_master)])
     module.main()
-    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["smsa"], ["nergrit"])]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.split()[:1] in (["smsa"], ["nergrit"])]
     assert [r[0] for r in rows] == ["smsa", "smsa", "nergrit", "nergrit"]
     assert rows[0][1] == "packed" and rows[0][4] == rows[0][5] == "1.00"  # the baseline of the ratios

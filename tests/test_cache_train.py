@@ -55,8 +55,10 @@ def test_runs_needing_the_same_logits_at_once_compute_them_once(tmp_path):
 def test_key_changes_with_every_input():
     base = cache.cache_key("t", "smsa", "e", {"max_length": 128})
     assert base == cache.cache_key("t", "smsa", "e", {"max_length": 128})
-    others = {cache.cache_key("t2", "smsa", "e", {"max_length": 128}), cache.cache_key("t", "casa", "e", {"max_length": 128}),
-              cache.cache_key("t", "smsa", "e2", {"max_length": 128}), cache.cache_key("t", "smsa", "e", {"max_length": 64})}
+    others = {cache.cache_key("t2", "smsa", "e", {"max_length": 128}),
+              cache.cache_key("t", "casa", "e", {"max_length": 128}),
+              cache.cache_key("t", "smsa", "e2", {"max_length": 128}),
+              cache.cache_key("t", "smsa", "e", {"max_length": 64})}
     assert base not in others and len(others) == 4
 
 

@@ -186,8 +186,10 @@ def test_a_pretrained_bert_student_with_its_own_tokenizer(tmp_path):
     teacher = tmp_path / "teacher"
     p = _params(tmp_path, student="bert-tiny", student_options={"init": str(mini)})
     assert distill.student_tokenizer_dir(p.student_options, teacher / "model") == mini
-    assert distill.student_tokenizer_dir(_params(tmp_path, student="bert-tiny").student_options, teacher / "model") == teacher / "model"
-    student = models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=tokenizer, init=str(mini), pieces="full")
+    plain = _params(tmp_path, student="bert-tiny").student_options
+    assert distill.student_tokenizer_dir(plain, teacher / "model") == teacher / "model"
+    student = models.build_student("bert-tiny", data.get_spec("smsa"), tokenizer=tokenizer, init=str(mini),
+                                   pieces="full")
     assert student.hf.config.vocab_size == len(tokenizer)
     wrong = models.save_random_bert(tmp_path / "wrong", tokenizer, layers=2, hidden=64, heads=2)
     with pytest.raises(ConfigError, match="hidden_size is 64 there but 128 for bert-tiny"):

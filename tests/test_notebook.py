@@ -26,7 +26,7 @@ def test_quiet_sends_logs_and_warnings_to_the_run_log(tmp_path):
     try:
         path = notebook.quiet(tmp_path / "run")
         logging.getLogger("kdlib.train").info("epoch 1: loss 0.5")
-        warnings.warn("a library's warning")
+        warnings.warn("a library's warning", stacklevel=1)
         for handler in root.handlers:
             handler.flush()
         text = path.read_text()

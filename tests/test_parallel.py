@@ -92,7 +92,7 @@ def test_one_run_in_this_process_writes_done_last_and_its_kernel_start_is_quiet(
 def test_two_jobs_run_in_dependency_order_split_threads_and_isolate_a_failure(notebook, tmp_path):
     lines: list[str] = []
     runs = matrix(notebook, tmp_path, fail_b=True)
-    summary = runner.execute(runs, jobs=2, echo=lambda l: lines.append(f"{time.time():.1f} {l}"))
+    summary = runner.execute(runs, jobs=2, echo=lambda line: lines.append(f"{time.time():.1f} {line}"))
 
     assert sorted(summary.done) == ["distill/a/s1", "distill/a/s2", "teacher/a/teacher"], "\n".join(lines)
     assert summary.blocked == ["distill/b/s1"] and not summary.ok
