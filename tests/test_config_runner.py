@@ -196,7 +196,8 @@ def test_parameter_not_in_notebook_is_refused(tmp_path, tiny_data_dir):
     study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"))
     runs = runner.plan(study, data_dir=str(tiny_data_dir))
     bad = runner.Run(**{**runs[0].__dict__, "parameters": {**runs[0].parameters, "learning_rate": 1}})
-    with pytest.raises(ConfigError, match="learning_rate are not parameters of 01_teacher.ipynb .TeacherParams has: base"):
+    with pytest.raises(ConfigError,
+                       match="learning_rate are not parameters of 01_teacher.ipynb .TeacherParams has: base"):
         runner.check_parameters([bad])
 
 
