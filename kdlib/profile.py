@@ -17,7 +17,8 @@ examples, so the ratios between models are fair:
   latency, and its test F1 beside the fp32 model's on the same examples.
 
 `run_profile` writes `profile.json` (the numbers, the machine, library versions and settings) and the ONNX files
-into the run folder; kdlib.report reads it. `python -m kdlib.profile memory ...` is the fresh process.
+into the run folder; kdlib.profile_tables shows it and kdlib.report reads it. `python -m kdlib.profile memory ...`
+is the fresh process.
 """
 from __future__ import annotations
 
@@ -40,9 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlib import data, distill, models, params, rundir, teachers
-from kdlib.params import ProfileParams
 from kdlib.errors import ConfigError, KdExamError
 from kdlib.models import ModelOutput
+from kdlib.params import ProfileParams
+from kdlib.profile_tables import REFERENCE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ class ProfiledModel:
         return "bert" if (self.model_dir / models.BERT_INFO).is_file() else "word"
 
 
-def _finished(run_dir: Path) -> bool:
+def finished(run_dir: Path) -> bool:
+    """A run folder with its metrics.json and model/: a model that can be profiled."""
     return (run_dir / rundir.METRICS).is_file() and (run_dir / "model").is_dir()
 
 
@@ -87,12 +90,12 @@ def find_models(study_dir: str | os.PathLike, dataset: str | dict | data.Dataset
     """
     study_dir, key = Path(study_dir), data.get_spec(dataset).key
     teacher = study_dir / "teacher" / key / "teacher"
-    if not _finished(teacher):
+    if not finished(teacher):
         raise ConfigError(f"no finished teacher for {key} in {teacher}; run notebooks/01_teacher first "
                           "(kdexam run does this in order).")
     chosen: dict[str, tuple[tuple, Path, dict]] = {}
     for run in sorted((study_dir / "distill" / key).glob("*/")):
-        if not _finished(run):
+        if not finished(run):
             continue
         m = rundir.read_json(run / rundir.METRICS)
         rank = (not m.get("kd", False), m.get("seed", 0), run.name)
@@ -633,52 +636,6 @@ All models are loaded, scored and exported first; then each setting times them i
     return ProfileResult(profile, out)
 
 
-def read_profile(run_dir: str | os.PathLike) -> dict:
-    return rundir.read_json(Path(run_dir) / PROFILE)
-
-
-def latency_table(profile: dict) -> "pd.DataFrame":  # noqa: F821
-    """Median ms per model (rows) and setting (columns), for display in 06_profile."""
-    import pandas as pd
-
-    df = pd.DataFrame(profile["latency"])
-    if df.empty:
-        return df
-    table = df.pivot_table(index="model", columns=["engine", "threads", "batch", "inputs"], values="median_ms")
-    return table.reindex([m["model"] for m in profile["models"]]).round(2)
-
-
-def size_table(profile: dict) -> "pd.DataFrame":  # noqa: F821
-    """Parameters, MB on disk, RAM and F1 per engine of every model, for display in 06_profile."""
-    import pandas as pd
-
-    rows = []
-    for m in profile["models"]:
-        memory = m.get("memory", {})
-        rows.append({"model": m["model"], "parameters (M)": m["parameters"] / 1e6,
-                     "safetensors MB": m["safetensors_bytes"] / 2**20, "onnx MB": m.get("onnx_bytes", np.nan) / 2**20,
-                     "int8 MB": m.get("int8_bytes", np.nan) / 2**20,
-                     "RAM MB (torch)": memory.get("torch", {}).get("model_mb"),
-                     "RAM MB (torch, all weights)": memory.get("torch", {}).get("resident_mb"),
-                     "RAM MB (onnx)": memory.get("onnx", {}).get("model_mb"),
-                     "F1 torch": 100 * m["f1_torch"], "F1 onnx": 100 * m.get("f1_onnx", np.nan),
-                     "F1 int8": 100 * m.get("f1_int8", np.nan), "onnx max |Δ logit|": m.get("onnx_max_abs_diff")})
-    return pd.DataFrame(rows).set_index("model").round(3)
-
-
-def speedup_table(profile: dict, inputs: str = "real") -> "pd.DataFrame":  # noqa: F821
-    """Teacher's PyTorch median / model's median, per engine, threads and batch size (× faster than the teacher)."""
-    import pandas as pd
-
-    df = pd.DataFrame(profile["latency"])
-    df = df[df["inputs"] == inputs]
-    teacher = df[(df["model"] == "teacher") & (df["engine"] == "torch")].set_index(["threads", "batch"])["median_ms"]
-    df = df.assign(speedup=[teacher.get((t, b), np.nan) / ms for t, b, ms in
-                            zip(df["threads"], df["batch"], df["median_ms"])])
-    table = df.pivot_table(index="model", columns=["engine", "threads", "batch"], values="speedup")
-    return table.reindex([m["model"] for m in profile["models"]]).round(1)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # A reference for cost only: the paper's teacher is BERT-base (IndoBERT-base: 12 layers, hidden 768, 50,000 pieces,
 # 124.4M parameters), larger than our offline e5-small; a random model of that shape, fed the teacher's sub-words,
@@ -686,7 +643,6 @@ def speedup_table(profile: dict, inputs: str = "real") -> "pd.DataFrame":  # noq
 
 REFERENCES = {"bert-base": dict(vocab_size=50000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                 intermediate_size=3072, max_position_embeddings=512)}
-REFERENCE_NAME = "{} (timing only)"
 
 
 def reference_model(name: str, spec: data.DatasetSpec, teacher_dir: Path, out_dir: Path) -> ProfiledModel:
@@ -706,58 +662,6 @@ def reference_model(name: str, spec: data.DatasetSpec, teacher_dir: Path, out_di
         model = models.BertTaskModel(models.BertTaskModel.from_config(config, spec).hf, spec, vocab_map)
     model.save_pretrained(out_dir / "model")
     return ProfiledModel(REFERENCE_NAME.format(name), out_dir, {"variant": "random weights"})
-
-
-def reference_speedups(profile: dict, reference: str = "bert-base", inputs: str = "real") -> "pd.DataFrame":  # noqa: F821
-    """The reference's PyTorch median / each model's median: × faster than a BERT-base-shaped teacher."""
-    import pandas as pd
-
-    df = pd.DataFrame(profile["latency"])
-    df = df[df["inputs"] == inputs]
-    ref = df[(df["model"] == REFERENCE_NAME.format(reference)) & (df["engine"] == "torch")]
-    ref = ref.set_index(["threads", "batch"])["median_ms"]
-    if ref.empty:
-        return pd.DataFrame()
-    df = df.assign(speedup=[ref.get((t, b), np.nan) / ms for t, b, ms in
-                            zip(df["threads"], df["batch"], df["median_ms"])])
-    return df.pivot_table(index="model", columns=["engine", "threads", "batch"], values="speedup").round(1)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Standalone use of 06_profile
-
-def ensure_models(study_dir: str | os.PathLike, dataset: str, *, data_dir: str | None = None,
-                  enabled: bool = True) -> Path:
-    """For running 06_profile alone: a tiny teacher and a tiny BiLSTM student in `study_dir` if none are there.
-
-    The runner passes enabled=False: there, missing runs are an error, not something to paper over.
-    """
-    study_dir = Path(study_dir)
-    key = data.get_spec(dataset).key
-    teacher = study_dir / "teacher" / key / "teacher"
-    if not enabled:
-        return study_dir
-    teachers.ensure_teacher(teacher, key, data_dir=data_dir)
-    if not any(_finished(r) for r in (study_dir / "distill" / key).glob("*/")):
-        log.warning("no student in %s: distilling a tiny BiLSTM for this standalone run", study_dir / "distill" / key)
-        distill.run_distill(params.DistillParams(dataset=key, student="bilstm", teacher_dir=str(teacher),
-                                                 out_dir=str(study_dir / "distill" / key / "bilstm-mse-s0"),
-                                                 data_dir=data_dir, max_train_examples=300, epochs=2,
-                                                 student_options={"emb_dim": 32, "hidden": 32}))
-    return study_dir
-
-
-def ensure_profiled(study_dir: str | os.PathLike, dataset: str, *, data_dir: str | None = None,
-                    enabled: bool = True) -> Path:
-    """For running 07_analysis alone: a tiny study, profiled briefly, in `study_dir` if it holds no profile yet."""
-    study_dir = Path(study_dir)
-    if enabled and not any(study_dir.rglob(PROFILE)):
-        ensure_models(study_dir, dataset, data_dir=data_dir)
-        key = data.get_spec(dataset).key
-        run_profile(ProfileParams(study_dir=str(study_dir), dataset=key, data_dir=data_dir,
-                                  out_dir=str(study_dir / "profile" / key / "profile"), thread_counts=[1],
-                                  batch_sizes=[1, 4], warmup=1, runs=5, memory=False, max_test_examples=100))
-    return study_dir
 
 
 # ----------------------------------------------------------------------------------------------------------------
