@@ -43,6 +43,7 @@ from torch import nn
 from kdlib import data, distill, models, params, rundir, teachers
 from kdlib.errors import ConfigError, KdExamError
 from kdlib.models import ModelOutput
+from kdlib.parallel import usable_cores
 from kdlib.params import ProfileParams
 from kdlib.profile_tables import REFERENCE_NAME
 
@@ -89,12 +90,12 @@ def find_models(study_dir: str | os.PathLike, dataset: str | dict | data.Dataset
     variant and seed is read from metrics.json by kdlib.report.
     """
     study_dir, key = Path(study_dir), data.get_spec(dataset).key
-    teacher = study_dir / "teacher" / key / "teacher"
+    teacher = rundir.teacher_dir(study_dir, key)
     if not finished(teacher):
         raise ConfigError(f"no finished teacher for {key} in {teacher}; run notebooks/01_teacher first "
                           "(kdexam run does this in order).")
     chosen: dict[str, tuple[tuple, Path, dict]] = {}
-    for run in sorted((study_dir / "distill" / key).glob("*/")):
+    for run in sorted(rundir.student_dirs(study_dir, key).glob("*/")):
         if not finished(run):
             continue
         m = rundir.read_json(run / rundir.METRICS)
@@ -112,7 +113,7 @@ def study_dataset(study_dir: str | os.PathLike, name: str) -> str | dict:
     model folder carries (kdexam.json)."""
     if name.lower() in data.DATASETS:
         return name.lower()
-    info = Path(study_dir) / "teacher" / name / "teacher" / "model" / models.BERT_INFO
+    info = rundir.teacher_dir(study_dir, name) / "model" / models.BERT_INFO
     if info.is_file() and rundir.read_json(info).get("spec"):
         return rundir.read_json(info)["spec"]
     return data.get_spec(name).key  # an unknown name: the registry's error, with suggestions
@@ -120,7 +121,7 @@ def study_dataset(study_dir: str | os.PathLike, name: str) -> str | dict:
 
 def teacher_data_dir(study_dir: str | os.PathLike, dataset: str | dict) -> str | None:
     """The data folder the dataset's teacher was trained on (from its metrics.json), if it still exists."""
-    path = Path(study_dir) / "teacher" / data.get_spec(dataset).key / "teacher" / rundir.METRICS
+    path = rundir.teacher_dir(study_dir, data.get_spec(dataset).key) / rundir.METRICS
     folder = (rundir.read_json(path).get("params") or {}).get("data_dir") if path.is_file() else None
     return folder if folder and Path(folder).is_dir() else None
 
@@ -138,8 +139,14 @@ class ModelInputs:
     tagging: bool
 
 
-def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_dir: Path) -> ModelInputs:
-    """Word students encode with their saved vocab.json; BERT models with the teacher's tokenizer."""
+def _teacher(teacher: teachers.Teacher | str | os.PathLike) -> teachers.Teacher:
+    return teacher if isinstance(teacher, teachers.Teacher) else teachers.Teacher.load(teacher)
+
+
+def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds,
+                 teacher: teachers.Teacher | str | os.PathLike) -> ModelInputs:
+    """Word students encode with their saved vocab.json; BERT models with the tokenizer they were trained with, at
+    the teacher's max length. `teacher`: the dataset's Teacher, or its run folder."""
     from transformers import AutoTokenizer
 
     from kdlib.train import Collator
@@ -152,9 +159,9 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_
         keys = models.load_model(model.model_dir).input_keys  # word_ids, lengths (, case_ids)
         collator = Collator(pad_id=vocab.pad_id)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model, teacher_dir))
-        max_length = rundir.read_json(teacher_dir / rundir.TEACHER_INFO)["max_length"]
-        feats = teachers.bert_features(test_ds, tokenizer, spec, max_length)
+        teacher = _teacher(teacher)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model, teacher))
+        feats = teachers.bert_features(test_ds, tokenizer, spec, teacher.max_length)
         keys = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats[0])
         collator = Collator(pad_id=tokenizer.pad_token_id)
     if spec.is_tagging:
@@ -162,13 +169,13 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_
     return ModelInputs(feats, collator, keys, spec.is_tagging)
 
 
-def tokenizer_dir(model: ProfiledModel, teacher_dir: Path) -> Path:
+def tokenizer_dir(model: ProfiledModel, teacher: teachers.Teacher | str | os.PathLike) -> Path:
     """The folder of the tokenizer a BERT model was trained with: its own, else the one it was trained with
     (distill.student_tokenizer_dir: its pretrained init's, or the teacher's)."""
     if any((model.model_dir / f).is_file() for f in rundir.TOKENIZER_FILES):
         return model.model_dir
     options = (model.metrics.get("params") or {}).get("student_options") or {}
-    return distill.student_tokenizer_dir(options, teacher_dir / "model")
+    return distill.student_tokenizer_dir(options, _teacher(teacher).model_dir)
 
 
 def _units(feature: dict) -> list[int]:
@@ -257,7 +264,7 @@ def _timing(seconds: Sequence[float], examples: int) -> Timing:
 
 def resolve_threads(thread_counts: Sequence[int]) -> list[int]:
     """Thread counts with 0 replaced by the cores this process may use; duplicates dropped, order kept."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     out: list[int] = []
     for t in thread_counts:
         t = cores if int(t) <= 0 else int(t)
@@ -461,7 +468,7 @@ def machine() -> dict:
 
     env = rundir.environment()
     env["physical_cores"] = psutil.cpu_count(logical=False)
-    env["usable_cores"] = resolve_threads([0])[0]
+    env["usable_cores"] = usable_cores()
     env["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     env["load_average"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     for name in ("onnx", "onnxruntime", "numpy"):
@@ -508,7 +515,7 @@ def onnx_variants(name: str, model: nn.Module, inputs: ModelInputs, p: ProfilePa
     started = time.perf_counter()
     example = inputs.collator([inputs.features[w.order[0]], inputs.features[w.order[-1]]])
     export_onnx(model, _only(example, inputs.keys), inputs.keys, path)
-    cores = resolve_threads([0])[0]  # scoring is not timed: use every core
+    cores = usable_cores()  # scoring is not timed: use every core
     fp32 = OrtModel(onnx_session(path, cores), inputs.keys)
     with torch.inference_mode():
         diff = max_abs_diff(lambda b: model(b).logits.numpy(), fp32.run, checks)
@@ -614,14 +621,15 @@ All models are loaded, scored and exported first; then each setting times them i
     work = out / "onnx"
     work.mkdir(parents=True, exist_ok=True)
     found = find_models(study, spec)
+    teacher = teachers.Teacher.load(found[0].run_dir, dataset=spec.key)
     if p.reference:
-        found.append(reference_model(p.reference, spec, found[0].run_dir, work / "reference"))
+        found.append(reference_model(p.reference, spec, teacher, work / "reference"))
     env = machine()  # before measuring: its load average says how busy the machine was
     test = data.load_split(spec, "test", p.data_dir)
     order = np.random.default_rng(p.seed).permutation(len(test)).tolist()
     w = Workload(spec, order, sorted(order[:p.max_test_examples] if p.max_test_examples else order),
                  teachers.gold_labels(test, spec), work)
-    prepared = [prepare_model(pm, model_inputs(pm, spec, test, found[0].run_dir), p, w)
+    prepared = [prepare_model(pm, model_inputs(pm, spec, test, teacher), p, w)
                 for pm in tqdm(found, desc=f"export and score ({spec.key})")]
     latency = [{"dataset": spec.key, **r} for r in latency_rows(prepared, p)]
     for m in prepared if p.memory else []:
@@ -645,14 +653,15 @@ REFERENCES = {"bert-base": dict(vocab_size=50000, hidden_size=768, num_hidden_la
                                 intermediate_size=3072, max_position_embeddings=512)}
 
 
-def reference_model(name: str, spec: data.DatasetSpec, teacher_dir: Path, out_dir: Path) -> ProfiledModel:
+def reference_model(name: str, spec: data.DatasetSpec, teacher: teachers.Teacher | str | os.PathLike,
+                    out_dir: Path) -> ProfiledModel:
     """A random model of the reference's shape with the dataset's head, saved in out_dir/model; the teacher's
     tokenizer ids beyond its vocabulary read UNK (a VocabMap), which costs what a 50,000-piece vocabulary costs."""
-    from transformers import AutoTokenizer, BertConfig
+    from transformers import BertConfig
 
     if name not in REFERENCES:
         raise ConfigError(f"reference {name!r}: known references are {', '.join(REFERENCES)} (or \"\" for none).")
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir / "model")
+    tokenizer = _teacher(teacher).tokenizer
     shape = REFERENCES[name]
     config = BertConfig(**shape, pad_token_id=min(tokenizer.pad_token_id, shape["vocab_size"] - 1))
     vocab_map = models.VocabMap(kept_ids=list(range(shape["vocab_size"])), source_size=len(tokenizer),
