@@ -240,7 +240,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _profile(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kdlib import data, profile
+    from kdlib import data, profile, profile_tables, rundir
     from kdlib.params import ProfileParams
 
     study = Path(args.study).resolve()
@@ -251,7 +251,7 @@ def _profile(args: argparse.Namespace) -> int:
     for dataset in datasets:
         dataset = profile.study_dataset(study, dataset)
         key = data.get_spec(dataset).key
-        out = Path(args.out).resolve() / key if args.out else study / "profile" / key / "profile"
+        out = Path(args.out).resolve() / key if args.out else rundir.profile_dir(study, key)
         settings = ProfileParams(
             study_dir=str(study), dataset=dataset, out_dir=str(out),
             data_dir=args.data_dir or profile.teacher_data_dir(study, key), thread_counts=args.threads,
@@ -259,11 +259,11 @@ def _profile(args: argparse.Namespace) -> int:
             runs=args.runs, onnx=not args.no_onnx, int8=not args.no_int8, memory=not args.no_memory,
             max_test_examples=args.max_test_examples)
         result = profile.run_profile(settings)
-        print(f"{key}: {out / profile.PROFILE} ({result.profile['machine']['cpu']}, threads "
+        print(f"{key}: {out / rundir.PROFILE} ({result.profile['machine']['cpu']}, threads "
               f"{result.profile['threads']})")
-        print(profile.size_table(result.profile).to_string())
+        print(profile_tables.size_table(result.profile).to_string())
         print("\n× faster than the teacher in PyTorch (median ms per batch; real inputs):")
-        print(profile.speedup_table(result.profile).to_string())
+        print(profile_tables.speedup_table(result.profile).to_string())
     return 0
 
 

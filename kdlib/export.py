@@ -61,7 +61,7 @@ class ExportResult:
 
 def student_runs(study_dir: str | os.PathLike, dataset: str) -> list[tuple[Path, dict]]:
     """Every student run of a dataset in the study with a metrics.json, and that metrics.json."""
-    folder = Path(study_dir) / "distill" / data.get_spec(dataset).key
+    folder = rundir.student_dirs(study_dir, data.get_spec(dataset).key)
     return [(run, rundir.read_json(run / rundir.METRICS)) for run in sorted(folder.glob("*/"))
             if (run / rundir.METRICS).is_file()]
 
@@ -127,7 +127,7 @@ def recommended_command(study_dir: str | os.PathLike, rec) -> str | None:
 
 def export_student(p: ExportParams) -> ExportResult:
     """Write the export folder of one student run, check it against the trained model, write its card."""
-    from kdlib import models, profile
+    from kdlib import models, profile, teachers
 
     started = time.perf_counter()
     run, metrics = find_run(p.study_dir, p.dataset, p.student, p.variant, p.seed)
@@ -139,8 +139,9 @@ def export_student(p: ExportParams) -> ExportResult:
     if not (teacher_dir / "model").is_dir():
         raise ConfigError(f"the teacher of {run} ({teacher_dir}) is gone; a BERT student needs its tokenizer and "
                           "the card its scores: restore the teacher run.")
+    teacher = teachers.Teacher.load(teacher_dir, dataset=spec.key)
     test = _test_split(spec, metrics, p)
-    inputs = profile.model_inputs(pm, spec, test, teacher_dir)
+    inputs = profile.model_inputs(pm, spec, test, teacher)
     model = models.load_model(pm.model_dir).eval()
     out = _out_folder(Path(p.out_dir))
 
@@ -148,8 +149,8 @@ def export_student(p: ExportParams) -> ExportResult:
     example = inputs.collator([inputs.features[by_length[0]], inputs.features[by_length[-1]]])
     profile.export_onnx(model, {k: example[k] for k in inputs.keys}, inputs.keys, out / predict.MODEL_FILES[False])
     profile.quantize_int8(out / predict.MODEL_FILES[False], out / predict.MODEL_FILES[True])
-    _write_vocabulary(pm, teacher_dir, out)
-    info = _export_info(p, pm, spec, inputs.keys, teacher_dir)
+    _write_vocabulary(pm, teacher, out)
+    info = _export_info(p, pm, spec, inputs.keys, teacher)
     rundir.write_json(out / predict.LABELS_FILE, {"dataset": spec.key, "shape": spec.shape,
                                                   "labels": list(spec.labels), "aspects": list(spec.aspects)})
     rundir.write_json(out / predict.EXPORT_CONFIG, info)  # the Predictor of the parity check reads it
@@ -185,7 +186,7 @@ def _out_folder(out: Path) -> Path:
     return out
 
 
-def _write_vocabulary(pm, teacher_dir: Path, out: Path) -> None:
+def _write_vocabulary(pm, teacher, out: Path) -> None:
     """vocab.json for word students; the tokenizer they were trained with as one tokenizer.json for BERT ones."""
     from kdlib import profile
 
@@ -194,32 +195,31 @@ def _write_vocabulary(pm, teacher_dir: Path, out: Path) -> None:
         return
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(profile.tokenizer_dir(pm, teacher_dir))
+    tokenizer = AutoTokenizer.from_pretrained(profile.tokenizer_dir(pm, teacher))
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        raise ExportError(f"the tokenizer in {profile.tokenizer_dir(pm, teacher_dir)} has no fast (tokenizers) "
+        raise ExportError(f"the tokenizer in {profile.tokenizer_dir(pm, teacher)} has no fast (tokenizers) "
                           "version, which kdlib.predict reads; convert it to a fast tokenizer first.")
     backend.save(str(out / predict.TOKENIZER_FILE))
 
 
-def _export_info(p: ExportParams, pm, spec: data.DatasetSpec, keys: Sequence[str], teacher_dir: Path) -> dict:
+def _export_info(p: ExportParams, pm, spec: data.DatasetSpec, keys: Sequence[str], teacher) -> dict:
     import kdlib
     from kdlib.train import fallback_label
 
     run, metrics = pm.run_dir, pm.metrics
     params = metrics.get("params") or {}
     word = pm.kind == "word"
-    teacher_metrics = rundir.read_json(teacher_dir / rundir.METRICS) if (teacher_dir / rundir.METRICS).is_file() else {}
-    teacher_info = rundir.read_json(teacher_dir / rundir.TEACHER_INFO)
+    teacher_metrics, teacher_info = teacher.metrics, teacher.info
     model = predict.ExportConfig(
         dataset=spec.key, shape=spec.shape, labels=spec.labels, aspects=spec.aspects, kind="word" if word else "subword",
-        inputs=tuple(keys), pad_id=_pad_id(pm, teacher_dir), max_words=int(params.get("max_words", 256)),
-        max_length=int(teacher_info["max_length"]), fallback=fallback_label(spec))
+        inputs=tuple(keys), pad_id=_pad_id(pm, teacher), max_words=int(params.get("max_words", 256)),
+        max_length=teacher.max_length, fallback=fallback_label(spec))
     return {
         "format": predict.FORMAT_VERSION, "model": asdict(model), "student": metrics["model"],
         "variant": metrics.get("variant"), "seed": metrics.get("seed"), "metric": spec.metric,
         "test_f1": metrics.get("f1"), "valid_f1": (metrics.get("valid") or {}).get("f1"), "teacher_f1": metrics.get("teacher_f1"),
-        "teacher": {"run_dir": str(teacher_dir), "base_model": teacher_info.get("base_model"),
+        "teacher": {"run_dir": str(teacher.run_dir), "base_model": teacher_info.get("base_model"),
                     "pooling": teacher_info.get("pooling"), "test_f1": teacher_metrics.get("f1")},
         "recipe": {k: metrics.get(k) for k in ("stage", "loss", "alpha", "temperature", "kd", "lr", "best_epoch",
                                                "train_examples", "train_split_examples", "transfer_examples",
@@ -231,7 +231,7 @@ def _export_info(p: ExportParams, pm, spec: data.DatasetSpec, keys: Sequence[str
     }
 
 
-def _pad_id(pm, teacher_dir: Path) -> int:
+def _pad_id(pm, teacher) -> int:
     """The id batches are padded with: the vocabulary's PAD for word students, the tokenizer's pad for BERT."""
     if pm.kind == "word":
         return data.Vocab.load(pm.model_dir / predict.VOCAB_FILE).pad_id
@@ -239,7 +239,7 @@ def _pad_id(pm, teacher_dir: Path) -> int:
 
     from kdlib import profile
 
-    return int(AutoTokenizer.from_pretrained(profile.tokenizer_dir(pm, teacher_dir)).pad_token_id)
+    return int(AutoTokenizer.from_pretrained(profile.tokenizer_dir(pm, teacher)).pad_token_id)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -282,11 +282,12 @@ def check_parity(model, inputs, test, spec: data.DatasetSpec, out: Path) -> dict
 
 def profiled_costs(study_dir: Path, dataset: str, student: str) -> dict | None:
     """The study profile's numbers for this student's architecture (and the teacher's latency beside it)."""
+    from kdlib import profile_tables
 
-    path = study_dir / "profile" / dataset / "profile" / rundir.PROFILE
-    if not path.is_file():
+    folder = rundir.profile_dir(study_dir, dataset)
+    if not (folder / rundir.PROFILE).is_file():
         return None
-    prof = rundir.read_json(path)
+    prof = profile_tables.read_profile(folder)
     entry = next((m for m in prof["models"] if m["model"] == student), None)
     if entry is None:
         return None
@@ -306,7 +307,7 @@ def profiled_costs(study_dir: Path, dataset: str, student: str) -> dict | None:
                     for (e, t, b), m in sorted(latency.items()) if student in m],
         "machine": {k: machine.get(k) for k in ("cpu", "cores", "usable_cores", "memory_gb", "platform", "torch",
                                                 "onnxruntime", "time", "load_average")},
-        "profile": str(path),
+        "profile": str(folder / rundir.PROFILE),
     }
 
 

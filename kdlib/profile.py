@@ -17,7 +17,8 @@ examples, so the ratios between models are fair:
   latency, and its test F1 beside the fp32 model's on the same examples.
 
 `run_profile` writes `profile.json` (the numbers, the machine, library versions and settings) and the ONNX files
-into the run folder; kdlib.report reads it. `python -m kdlib.profile memory ...` is the fresh process.
+into the run folder; kdlib.profile_tables shows it and kdlib.report reads it. `python -m kdlib.profile memory ...`
+is the fresh process.
 """
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlib import data, distill, models, params, rundir, teachers
-from kdlib.params import ProfileParams
 from kdlib.errors import ConfigError, KdExamError
 from kdlib.models import ModelOutput
+from kdlib.parallel import usable_cores
+from kdlib.params import ProfileParams
+from kdlib.profile_tables import REFERENCE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,8 @@ class ProfiledModel:
         return "bert" if (self.model_dir / models.BERT_INFO).is_file() else "word"
 
 
-def _finished(run_dir: Path) -> bool:
+def finished(run_dir: Path) -> bool:
+    """A run folder with its metrics.json and model/: a model that can be profiled."""
     return (run_dir / rundir.METRICS).is_file() and (run_dir / "model").is_dir()
 
 
@@ -86,13 +90,13 @@ def find_models(study_dir: str | os.PathLike, dataset: str | dict | data.Dataset
     variant and seed is read from metrics.json by kdlib.report.
     """
     study_dir, key = Path(study_dir), data.get_spec(dataset).key
-    teacher = study_dir / "teacher" / key / "teacher"
-    if not _finished(teacher):
+    teacher = rundir.teacher_dir(study_dir, key)
+    if not finished(teacher):
         raise ConfigError(f"no finished teacher for {key} in {teacher}; run notebooks/01_teacher first "
                           "(kdexam run does this in order).")
     chosen: dict[str, tuple[tuple, Path, dict]] = {}
-    for run in sorted((study_dir / "distill" / key).glob("*/")):
-        if not _finished(run):
+    for run in sorted(rundir.student_dirs(study_dir, key).glob("*/")):
+        if not finished(run):
             continue
         m = rundir.read_json(run / rundir.METRICS)
         rank = (not m.get("kd", False), m.get("seed", 0), run.name)
@@ -109,7 +113,7 @@ def study_dataset(study_dir: str | os.PathLike, name: str) -> str | dict:
     model folder carries (kdexam.json)."""
     if name.lower() in data.DATASETS:
         return name.lower()
-    info = Path(study_dir) / "teacher" / name / "teacher" / "model" / models.BERT_INFO
+    info = rundir.teacher_dir(study_dir, name) / "model" / models.BERT_INFO
     if info.is_file() and rundir.read_json(info).get("spec"):
         return rundir.read_json(info)["spec"]
     return data.get_spec(name).key  # an unknown name: the registry's error, with suggestions
@@ -117,7 +121,7 @@ def study_dataset(study_dir: str | os.PathLike, name: str) -> str | dict:
 
 def teacher_data_dir(study_dir: str | os.PathLike, dataset: str | dict) -> str | None:
     """The data folder the dataset's teacher was trained on (from its metrics.json), if it still exists."""
-    path = Path(study_dir) / "teacher" / data.get_spec(dataset).key / "teacher" / rundir.METRICS
+    path = rundir.teacher_dir(study_dir, data.get_spec(dataset).key) / rundir.METRICS
     folder = (rundir.read_json(path).get("params") or {}).get("data_dir") if path.is_file() else None
     return folder if folder and Path(folder).is_dir() else None
 
@@ -135,8 +139,14 @@ class ModelInputs:
     tagging: bool
 
 
-def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_dir: Path) -> ModelInputs:
-    """Word students encode with their saved vocab.json; BERT models with the teacher's tokenizer."""
+def _teacher(teacher: teachers.Teacher | str | os.PathLike) -> teachers.Teacher:
+    return teacher if isinstance(teacher, teachers.Teacher) else teachers.Teacher.load(teacher)
+
+
+def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds,
+                 teacher: teachers.Teacher | str | os.PathLike) -> ModelInputs:
+    """Word students encode with their saved vocab.json; BERT models with the tokenizer they were trained with, at
+    the teacher's max length. `teacher`: the dataset's Teacher, or its run folder."""
     from transformers import AutoTokenizer
 
     from kdlib.train import Collator
@@ -149,9 +159,9 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_
         keys = models.load_model(model.model_dir).input_keys  # word_ids, lengths (, case_ids)
         collator = Collator(pad_id=vocab.pad_id)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model, teacher_dir))
-        max_length = rundir.read_json(teacher_dir / rundir.TEACHER_INFO)["max_length"]
-        feats = teachers.bert_features(test_ds, tokenizer, spec, max_length)
+        teacher = _teacher(teacher)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model, teacher))
+        feats = teachers.bert_features(test_ds, tokenizer, spec, teacher.max_length)
         keys = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats[0])
         collator = Collator(pad_id=tokenizer.pad_token_id)
     if spec.is_tagging:
@@ -159,13 +169,13 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds, teacher_
     return ModelInputs(feats, collator, keys, spec.is_tagging)
 
 
-def tokenizer_dir(model: ProfiledModel, teacher_dir: Path) -> Path:
+def tokenizer_dir(model: ProfiledModel, teacher: teachers.Teacher | str | os.PathLike) -> Path:
     """The folder of the tokenizer a BERT model was trained with: its own, else the one it was trained with
     (distill.student_tokenizer_dir: its pretrained init's, or the teacher's)."""
     if any((model.model_dir / f).is_file() for f in rundir.TOKENIZER_FILES):
         return model.model_dir
     options = (model.metrics.get("params") or {}).get("student_options") or {}
-    return distill.student_tokenizer_dir(options, teacher_dir / "model")
+    return distill.student_tokenizer_dir(options, _teacher(teacher).model_dir)
 
 
 def _units(feature: dict) -> list[int]:
@@ -254,7 +264,7 @@ def _timing(seconds: Sequence[float], examples: int) -> Timing:
 
 def resolve_threads(thread_counts: Sequence[int]) -> list[int]:
     """Thread counts with 0 replaced by the cores this process may use; duplicates dropped, order kept."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     out: list[int] = []
     for t in thread_counts:
         t = cores if int(t) <= 0 else int(t)
@@ -370,6 +380,15 @@ def file_bytes(path: Path) -> int:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Memory: a fresh process per measurement
+#
+# The peak is the kernel's own high-water mark (VmHWM, restarted from the current RSS by /proc/self/clear_refs), not
+# a sampled RSS. memory-profiler (memory_usage((fn, args), max_usage=True, interval=0.01), minus a baseline taken
+# after the same imports) was measured against this probe on the same BiLSTM, batch (32 x 64 word ids, torch, one
+# thread) and machine (2-core AMD EPYC VM, 23 GiB, loaded by other jobs), 3 fresh processes each:
+#   tiny BiLSTM (emb 8, hidden 8, vocab 2000; 17k parameters):  probe 16.67-16.73 MB, memory-profiler 16.66-16.88 MB
+#   BiLSTM (emb 300, hidden 300, vocab 30000; 10.4M parameters): probe 83.48-83.53 MB, memory-profiler 80.13-83.38 MB
+# It agrees when it happens to sample the peak and reads up to 3.4 MB (4%) low when the peak falls between two
+# samples (2 runs of 3), and it needs a monitoring child process; so it is not used, nor a dependency.
 
 def measure_memory(model_dir: Path, engine: str, batch_file: Path, onnx_path: Path | None = None,
                    threads: int = 1) -> dict:
@@ -458,7 +477,7 @@ def machine() -> dict:
 
     env = rundir.environment()
     env["physical_cores"] = psutil.cpu_count(logical=False)
-    env["usable_cores"] = resolve_threads([0])[0]
+    env["usable_cores"] = usable_cores()
     env["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     env["load_average"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     for name in ("onnx", "onnxruntime", "numpy"):
@@ -505,7 +524,7 @@ def onnx_variants(name: str, model: nn.Module, inputs: ModelInputs, p: ProfilePa
     started = time.perf_counter()
     example = inputs.collator([inputs.features[w.order[0]], inputs.features[w.order[-1]]])
     export_onnx(model, _only(example, inputs.keys), inputs.keys, path)
-    cores = resolve_threads([0])[0]  # scoring is not timed: use every core
+    cores = usable_cores()  # scoring is not timed: use every core
     fp32 = OrtModel(onnx_session(path, cores), inputs.keys)
     with torch.inference_mode():
         diff = max_abs_diff(lambda b: model(b).logits.numpy(), fp32.run, checks)
@@ -611,14 +630,15 @@ All models are loaded, scored and exported first; then each setting times them i
     work = out / "onnx"
     work.mkdir(parents=True, exist_ok=True)
     found = find_models(study, spec)
+    teacher = teachers.Teacher.load(found[0].run_dir, dataset=spec.key)
     if p.reference:
-        found.append(reference_model(p.reference, spec, found[0].run_dir, work / "reference"))
+        found.append(reference_model(p.reference, spec, teacher, work / "reference"))
     env = machine()  # before measuring: its load average says how busy the machine was
     test = data.load_split(spec, "test", p.data_dir)
     order = np.random.default_rng(p.seed).permutation(len(test)).tolist()
     w = Workload(spec, order, sorted(order[:p.max_test_examples] if p.max_test_examples else order),
                  teachers.gold_labels(test, spec), work)
-    prepared = [prepare_model(pm, model_inputs(pm, spec, test, found[0].run_dir), p, w)
+    prepared = [prepare_model(pm, model_inputs(pm, spec, test, teacher), p, w)
                 for pm in tqdm(found, desc=f"export and score ({spec.key})")]
     latency = [{"dataset": spec.key, **r} for r in latency_rows(prepared, p)]
     for m in prepared if p.memory else []:
@@ -633,52 +653,6 @@ All models are loaded, scored and exported first; then each setting times them i
     return ProfileResult(profile, out)
 
 
-def read_profile(run_dir: str | os.PathLike) -> dict:
-    return rundir.read_json(Path(run_dir) / PROFILE)
-
-
-def latency_table(profile: dict) -> "pd.DataFrame":  # noqa: F821
-    """Median ms per model (rows) and setting (columns), for display in 06_profile."""
-    import pandas as pd
-
-    df = pd.DataFrame(profile["latency"])
-    if df.empty:
-        return df
-    table = df.pivot_table(index="model", columns=["engine", "threads", "batch", "inputs"], values="median_ms")
-    return table.reindex([m["model"] for m in profile["models"]]).round(2)
-
-
-def size_table(profile: dict) -> "pd.DataFrame":  # noqa: F821
-    """Parameters, MB on disk, RAM and F1 per engine of every model, for display in 06_profile."""
-    import pandas as pd
-
-    rows = []
-    for m in profile["models"]:
-        memory = m.get("memory", {})
-        rows.append({"model": m["model"], "parameters (M)": m["parameters"] / 1e6,
-                     "safetensors MB": m["safetensors_bytes"] / 2**20, "onnx MB": m.get("onnx_bytes", np.nan) / 2**20,
-                     "int8 MB": m.get("int8_bytes", np.nan) / 2**20,
-                     "RAM MB (torch)": memory.get("torch", {}).get("model_mb"),
-                     "RAM MB (torch, all weights)": memory.get("torch", {}).get("resident_mb"),
-                     "RAM MB (onnx)": memory.get("onnx", {}).get("model_mb"),
-                     "F1 torch": 100 * m["f1_torch"], "F1 onnx": 100 * m.get("f1_onnx", np.nan),
-                     "F1 int8": 100 * m.get("f1_int8", np.nan), "onnx max |Δ logit|": m.get("onnx_max_abs_diff")})
-    return pd.DataFrame(rows).set_index("model").round(3)
-
-
-def speedup_table(profile: dict, inputs: str = "real") -> "pd.DataFrame":  # noqa: F821
-    """Teacher's PyTorch median / model's median, per engine, threads and batch size (× faster than the teacher)."""
-    import pandas as pd
-
-    df = pd.DataFrame(profile["latency"])
-    df = df[df["inputs"] == inputs]
-    teacher = df[(df["model"] == "teacher") & (df["engine"] == "torch")].set_index(["threads", "batch"])["median_ms"]
-    df = df.assign(speedup=[teacher.get((t, b), np.nan) / ms for t, b, ms in
-                            zip(df["threads"], df["batch"], df["median_ms"])])
-    table = df.pivot_table(index="model", columns=["engine", "threads", "batch"], values="speedup")
-    return table.reindex([m["model"] for m in profile["models"]]).round(1)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # A reference for cost only: the paper's teacher is BERT-base (IndoBERT-base: 12 layers, hidden 768, 50,000 pieces,
 # 124.4M parameters), larger than our offline e5-small; a random model of that shape, fed the teacher's sub-words,
@@ -686,17 +660,17 @@ def speedup_table(profile: dict, inputs: str = "real") -> "pd.DataFrame":  # noq
 
 REFERENCES = {"bert-base": dict(vocab_size=50000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                 intermediate_size=3072, max_position_embeddings=512)}
-REFERENCE_NAME = "{} (timing only)"
 
 
-def reference_model(name: str, spec: data.DatasetSpec, teacher_dir: Path, out_dir: Path) -> ProfiledModel:
+def reference_model(name: str, spec: data.DatasetSpec, teacher: teachers.Teacher | str | os.PathLike,
+                    out_dir: Path) -> ProfiledModel:
     """A random model of the reference's shape with the dataset's head, saved in out_dir/model; the teacher's
     tokenizer ids beyond its vocabulary read UNK (a VocabMap), which costs what a 50,000-piece vocabulary costs."""
-    from transformers import AutoTokenizer, BertConfig
+    from transformers import BertConfig
 
     if name not in REFERENCES:
         raise ConfigError(f"reference {name!r}: known references are {', '.join(REFERENCES)} (or \"\" for none).")
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir / "model")
+    tokenizer = _teacher(teacher).tokenizer
     shape = REFERENCES[name]
     config = BertConfig(**shape, pad_token_id=min(tokenizer.pad_token_id, shape["vocab_size"] - 1))
     vocab_map = models.VocabMap(kept_ids=list(range(shape["vocab_size"])), source_size=len(tokenizer),
@@ -706,58 +680,6 @@ def reference_model(name: str, spec: data.DatasetSpec, teacher_dir: Path, out_di
         model = models.BertTaskModel(models.BertTaskModel.from_config(config, spec).hf, spec, vocab_map)
     model.save_pretrained(out_dir / "model")
     return ProfiledModel(REFERENCE_NAME.format(name), out_dir, {"variant": "random weights"})
-
-
-def reference_speedups(profile: dict, reference: str = "bert-base", inputs: str = "real") -> "pd.DataFrame":  # noqa: F821
-    """The reference's PyTorch median / each model's median: × faster than a BERT-base-shaped teacher."""
-    import pandas as pd
-
-    df = pd.DataFrame(profile["latency"])
-    df = df[df["inputs"] == inputs]
-    ref = df[(df["model"] == REFERENCE_NAME.format(reference)) & (df["engine"] == "torch")]
-    ref = ref.set_index(["threads", "batch"])["median_ms"]
-    if ref.empty:
-        return pd.DataFrame()
-    df = df.assign(speedup=[ref.get((t, b), np.nan) / ms for t, b, ms in
-                            zip(df["threads"], df["batch"], df["median_ms"])])
-    return df.pivot_table(index="model", columns=["engine", "threads", "batch"], values="speedup").round(1)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Standalone use of 06_profile
-
-def ensure_models(study_dir: str | os.PathLike, dataset: str, *, data_dir: str | None = None,
-                  enabled: bool = True) -> Path:
-    """For running 06_profile alone: a tiny teacher and a tiny BiLSTM student in `study_dir` if none are there.
-
-    The runner passes enabled=False: there, missing runs are an error, not something to paper over.
-    """
-    study_dir = Path(study_dir)
-    key = data.get_spec(dataset).key
-    teacher = study_dir / "teacher" / key / "teacher"
-    if not enabled:
-        return study_dir
-    teachers.ensure_teacher(teacher, key, data_dir=data_dir)
-    if not any(_finished(r) for r in (study_dir / "distill" / key).glob("*/")):
-        log.warning("no student in %s: distilling a tiny BiLSTM for this standalone run", study_dir / "distill" / key)
-        distill.run_distill(params.DistillParams(dataset=key, student="bilstm", teacher_dir=str(teacher),
-                                                 out_dir=str(study_dir / "distill" / key / "bilstm-mse-s0"),
-                                                 data_dir=data_dir, max_train_examples=300, epochs=2,
-                                                 student_options={"emb_dim": 32, "hidden": 32}))
-    return study_dir
-
-
-def ensure_profiled(study_dir: str | os.PathLike, dataset: str, *, data_dir: str | None = None,
-                    enabled: bool = True) -> Path:
-    """For running 07_analysis alone: a tiny study, profiled briefly, in `study_dir` if it holds no profile yet."""
-    study_dir = Path(study_dir)
-    if enabled and not any(study_dir.rglob(PROFILE)):
-        ensure_models(study_dir, dataset, data_dir=data_dir)
-        key = data.get_spec(dataset).key
-        run_profile(ProfileParams(study_dir=str(study_dir), dataset=key, data_dir=data_dir,
-                                  out_dir=str(study_dir / "profile" / key / "profile"), thread_counts=[1],
-                                  batch_sizes=[1, 4], warmup=1, runs=5, memory=False, max_test_examples=100))
-    return study_dir
 
 
 # ----------------------------------------------------------------------------------------------------------------

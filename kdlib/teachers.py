@@ -269,18 +269,3 @@ def _finetuned_model(name: str) -> str:
 def _pooling_record(model: models.BertTaskModel, spec: data.DatasetSpec) -> str:
     """What the head reads, for the record: a tagging head reads every word, whatever `pooling` says."""
     return "words (tagging)" if spec.is_tagging else model.pooling
-
-
-def ensure_teacher(teacher_dir: str | os.PathLike, dataset: str, *, data_dir: str | None = None,
-                   enabled: bool = True, max_train_examples: int | None = 300) -> Path:
-    """For running 02_distill alone: fine-tune a tiny random teacher into `teacher_dir` if none is there yet.
-
-    The runner always passes enabled=False: there, a missing teacher is an error, not something to paper over.
-    """
-    teacher_dir = Path(teacher_dir)
-    if enabled and not (teacher_dir / rundir.TEACHER_INFO).exists():
-        log.warning("no teacher in %s: fine-tuning a tiny random one for this standalone run", teacher_dir)
-        run_teacher(TeacherParams(dataset=dataset, out_dir=str(teacher_dir), base_model=TINY_RANDOM,
-                                  data_dir=data_dir, models_dir=str(teacher_dir.parent / "base-models"),
-                                  max_train_examples=max_train_examples, epochs=2, lr=1e-3))
-    return teacher_dir

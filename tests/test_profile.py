@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import config, data, distill, models, params, profile, rundir, runner, teachers
+from kdlib import config, data, distill, models, params, profile, profile_tables, rundir, runner, teachers
 from kdlib.errors import ConfigError
 from kdlib.train import Collator
 
@@ -80,11 +80,11 @@ def test_profile_numbers_exist_are_positive_and_onnx_matches(profiled, study):
 
 @pytest.mark.slow  # trains, converts, starts Dask or a subprocess
 def test_display_tables(profiled):
-    sizes = profile.size_table(profiled)
+    sizes = profile_tables.size_table(profiled)
     assert list(sizes.index) == ["teacher", "bilstm", "cnn"] and (sizes["parameters (M)"] > 0).all()
-    speed = profile.speedup_table(profiled)
+    speed = profile_tables.speedup_table(profiled)
     assert speed.loc["teacher", ("torch", 1, 1)] == 1.0
-    assert profile.latency_table(profiled).notna().all().all()
+    assert profile_tables.latency_table(profiled).notna().all().all()
 
 
 @pytest.mark.slow  # trains, converts, starts Dask or a subprocess
@@ -245,7 +245,7 @@ def test_a_bert_base_shaped_reference_is_timed_beside_the_models(study, _tiny_ma
     reloaded = models.load_model(out / "onnx" / "reference" / "model")
     assert reloaded.hf.config.num_hidden_layers == 3 and reloaded.word_embeddings().num_embeddings == 40
     assert ref["parameters"] == models.count_parameters(reloaded)
-    speed = profile.reference_speedups(prof)
+    speed = profile_tables.reference_speedups(prof)
     assert speed.loc[name].iloc[0] == pytest.approx(1.0) and set(speed.index) >= {"teacher", "bilstm", name}
     with pytest.raises(ConfigError, match="reference 'gpt'"):
         profile.reference_model("gpt", data.get_spec("smsa"), study / "teacher" / "smsa" / "teacher", out / "x")
