@@ -242,7 +242,7 @@ def normalise(words: Sequence[str]) -> str:
     return " ".join(w.lower() for w in words)
 
 
-def _record_texts(record: dict, spec: DatasetSpec) -> list[list[str]]:
+def record_texts(record: dict, spec: DatasetSpec) -> list[list[str]]:
     """The word sequences of one record that can stand alone as a text (pairs give two, QA its passage)."""
     if spec.shape == "pair":
         return [data.word_tokenize(record["text_a"]), data.word_tokenize(record["text_b"])]
@@ -254,7 +254,7 @@ def _record_texts(record: dict, spec: DatasetSpec) -> list[list[str]]:
 def eval_texts(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> set[str]:
     """The normalised texts of a dataset's valid and test splits: a pool must never contain them."""
     return {normalise(words) for split in ("valid", "test") for r in data.read_records(spec, split, data_dir)
-            for words in _record_texts(r, spec)}
+            for words in record_texts(r, spec)}
 
 
 def pool_texts(source: str, spec: DatasetSpec, data_dir: str | os.PathLike | None = None,
@@ -266,7 +266,7 @@ def pool_texts(source: str, spec: DatasetSpec, data_dir: str | os.PathLike | Non
     """
     if source == "indonlu":
         texts = (words for other in data.DATASETS.values() if other.key != spec.key
-                 for r in data.read_records(other, "train", data_dir) for words in _record_texts(r, other))
+                 for r in data.read_records(other, "train", data_dir) for words in record_texts(r, other))
     else:
         path = Path(source).expanduser()
         try:
@@ -366,7 +366,7 @@ def build_transfer_set(kind: str, size: float, train: datasets.Dataset, spec: Da
         info.update(rules=vars(rules).copy(), lexicon=source)
     elif kind != "train" and wanted:
         exclude = eval_texts(spec, data_dir) | {normalise(w) for r in train.to_list()
-                                                for w in _record_texts(r, spec)}
+                                                for w in record_texts(r, spec)}
         texts, info["pool_excluded"] = pool_texts(kind, spec, data_dir, exclude)
         info["pool_texts"] = len(texts)
         extra = pool_examples(texts, spec, wanted, rng)

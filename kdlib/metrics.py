@@ -55,7 +55,7 @@ def macro_f1(gold: Sequence[Hashable], pred: Sequence[Hashable]) -> float:
 
 def classification_report(gold: Sequence[Hashable], pred: Sequence[Hashable]) -> dict[str, float]:
     """IndoNLU's classification metrics: accuracy and macro precision/recall/F1. gold, pred: (n_examples,)."""
-    # imported here: kdlib.predict reads chunks (_spans) from this module in images without sklearn
+    # imported here: kdlib.predict reads chunks (spans) from this module in images without sklearn
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
     _check_same_length(gold, pred, "example")
@@ -89,24 +89,24 @@ def _parse_tag(tag: str) -> tuple[str, str]:
     return prefix, chunk_type
 
 
-def _spans(tags: Sequence[str]) -> list[Span]:
+def spans(tags: Sequence[str]) -> list[Span]:
     """Chunks of one sentence by conlleval's rules. tags: (n_tokens,) -> spans in order of start.
 
     A token continues the open chunk only if it is I- of the same type as the token before and that
     token is not O; any other non-O token starts a chunk (so I-X after O or after B-Y starts one).
     The sentence start acts as an O, so each sentence is chunked on its own.
     """
-    spans: list[Span] = []
+    chunks: list[Span] = []
     prev_prefix, prev_type = "O", ""
     for i, tag in enumerate(tags):
         prefix, chunk_type = _parse_tag(tag)
         if prefix == "I" and prev_prefix != "O" and chunk_type == prev_type:
-            start, _, _ = spans[-1]
-            spans[-1] = (start, i + 1, chunk_type)
+            start, _, _ = chunks[-1]
+            chunks[-1] = (start, i + 1, chunk_type)
         elif prefix != "O":
-            spans.append((i, i + 1, chunk_type))
+            chunks.append((i, i + 1, chunk_type))
         prev_prefix, prev_type = prefix, chunk_type
-    return spans
+    return chunks
 
 
 def _prf(correct: int, guessed: int, total: int) -> tuple[float, float, float]:
@@ -133,7 +133,7 @@ def chunk_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -
     found_gold, found_pred, correct = Counter(), Counter(), Counter()
     tags_right = 0
     for gold_tags, pred_tags in zip(gold, pred):
-        gold_spans, pred_spans = _spans(gold_tags), _spans(pred_tags)
+        gold_spans, pred_spans = spans(gold_tags), spans(pred_tags)
         found_gold.update(t for _, _, t in gold_spans)
         found_pred.update(t for _, _, t in pred_spans)
         correct.update(t for _, _, t in set(gold_spans) & set(pred_spans))

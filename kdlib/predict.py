@@ -176,7 +176,7 @@ class Predictor:
             tags = [labels[i] for i in label_ids(logits, self.config.fallback)]
             tokens = list(example["tokens"])
             spans = [{"type": kind, "start": s, "end": e, "text": " ".join(tokens[s:e])}
-                     for s, e, kind in metrics._spans(tags)]
+                     for s, e, kind in metrics.spans(tags)]
             return {"tokens": tokens, "tags": tags, "spans": spans}
         probs = _softmax(logits)
         if self.config.shape == "aspect":

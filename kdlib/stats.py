@@ -68,13 +68,13 @@ def paired_seed_bootstrap(a: Mapping[int, float], b: Mapping[int, float], **kwar
 
 def _units(metric: str, labels) -> list:
     """The (gold-or-pred) label units of one example: the label, its aspects' labels, or its chunks."""
-    from kdlib.metrics import _spans
+    from kdlib.metrics import spans
 
     if metric == "macro_f1":
         return [labels]
     if metric == "aspect_macro_f1":
         return list(labels)
-    return _spans(labels)
+    return spans(labels)
 
 
 def _key(metric: str, unit):
