@@ -58,7 +58,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     down = dsub.add_parser("download", parents=[common], help="fetch the files from IndoNLU's public repository",
                            description="Download the split files from IndoNLU's GitHub repository at a pinned "
                                        "commit. Existing files are kept unless --force.")
-    down.add_argument("--base-url", default=INDONLU_RAW_URL, help="where the dataset folders live (default: %(default)s)")
+    down.add_argument("--base-url", default=INDONLU_RAW_URL,
+                      help="where the dataset folders live (default: %(default)s)")
     down.add_argument("--force", action="store_true", help="re-download files that already exist")
     down.set_defaults(func=_data_download)
 
@@ -172,7 +173,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kdlib import report
+    from kdlib import results
     from kdlib.errors import KdExamError
 
     study = Path(args.study)
@@ -180,7 +181,7 @@ def _report(args: argparse.Namespace) -> int:
         raise KdExamError(f"study folder {study} not found; run `kdexam run PARAMS` first (studies live in outputs/).")
     from kdlib import stats
 
-    df = report.collect(study)
+    df = results.collect(study)
     if df.empty:
         raise KdExamError(f"no finished run under {study}; run or resume it with `kdexam run PARAMS`.")
     csv = args.format == "csv"
@@ -188,22 +189,22 @@ def _report(args: argparse.Namespace) -> int:
     say = (lambda line: print("# " + line.strip())) if csv else print  # CSV mode: prose as comment lines
     from kdlib import publish
 
-    quality = df[df["stage"].isin(report.QUALITY_STAGES)]
+    quality = df[df["stage"].isin(results.QUALITY_STAGES)]
     for problem in publish.teacher_problems(df):
         say(f"PROBLEM: {problem}")
     if not quality.empty:
-        table = report.summary(quality)
+        table = results.summary(quality)
         say(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
         print(table.to_csv() if csv else table.to_string())
-        if note := report.capped_note(quality):
+        if note := results.capped_note(quality):
             say(note)
         if args.runs:
             say("\nevery run: test F1 (%), best epoch, seconds training and in all (wall, inside the notebook)")
-            print(show(report.run_table(quality)))
+            print(show(results.run_table(quality)))
     for stage, tables in stats.study_ablations(study).items():
         say(f"\n{stage}: the best variant per dataset x student, and its margin over the runner-up (F1 points, "
             "paired bootstrap 95% CI over seeds and test examples)")
-        if note := report.capped_note(tables.pop("runs")):
+        if note := results.capped_note(tables.pop("runs")):
             say(note)
         winners = tables.pop("winners")
         print(show(winners) if not winners.empty else "(no grid has two finished variants yet)")
@@ -303,7 +304,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 def _recommend(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kdlib import export, report
+    from kdlib import export, recommend
 
     study = Path(args.study)
     if not study.is_dir():
@@ -312,10 +313,10 @@ def _recommend(args: argparse.Namespace) -> int:
     for rec in recs:
         rec.export_command = export.recommended_command(args.study, rec)
     if args.format == "json":
-        print(report.recommendations_json(recs))
+        print(recommend.recommendations_json(recs))
         return 0
     if args.format == "csv":
-        print(report.recommendations_table(recs).to_csv(index=False), end="")
+        print(recommend.recommendations_table(recs).to_csv(index=False), end="")
         return 0
     limits = [f"latency <= {args.max_latency_ms:g} ms" if args.max_latency_ms is not None else "",
               f"size <= {args.max_size_mb:g} MB" if args.max_size_mb is not None else "",
@@ -358,12 +359,12 @@ def _add_budget(p: argparse.ArgumentParser) -> None:
 
 
 def _recommendations(args: argparse.Namespace, study) -> tuple[list, object]:
-    from kdlib import report
+    from kdlib import recommend, results
 
-    board = report.scoreboard(report.study_frame(study, threads=args.threads, inputs=args.inputs))
-    recs = report.recommend(board, dataset=args.dataset, max_latency_ms=args.max_latency_ms,
-                            max_size_mb=args.max_size_mb, max_ram_mb=args.max_ram_mb, engine=args.engine,
-                            batch=args.batch)
+    board = results.scoreboard(results.study_frame(study, threads=args.threads, inputs=args.inputs))
+    recs = recommend.recommend(board, dataset=args.dataset, max_latency_ms=args.max_latency_ms,
+                               max_size_mb=args.max_size_mb, max_ram_mb=args.max_ram_mb, engine=args.engine,
+                               batch=args.batch)
     return recs, board
 
 

@@ -95,7 +95,7 @@ def in_domain_corpus(data_dir: str | os.PathLike | None = None, extra_text: str 
                      ) -> list[list[str]]:
     """Lower-cased word lists: the train splits of every IndoNLU dataset plus the lines of `extra_text`,
     without any text that is also a valid or test text of an IndoNLU dataset (so no test text is ever seen)."""
-    from kdlib.augment import record_texts, eval_texts, normalise
+    from kdlib.augment import eval_texts, normalise, record_texts
 
     held_out = set().union(*(eval_texts(spec, data_dir) for spec in data.DATASETS.values()))
     texts = [w for spec in data.DATASETS.values() for r in data.read_records(spec, "train", data_dir)

@@ -9,7 +9,7 @@ PyTorch on kdlib's own features and the export through kdlib.predict from the ra
 (examples, aspects or words) with the same label is written, with the test F1 of the fp32 and int8 exports, to
 export.json and MODEL_CARD.md. An export that agrees on fewer than PARITY_MIN of the units is an error.
 
-The run is named (`student`, optionally `variant` and `seed`) or chosen by kdlib.report.recommend within a
+The run is named (`student`, optionally `variant` and `seed`) or chosen by kdlib.recommend.recommend within a
 budget. Without `variant`, the variant with the best mean validation F1 is taken, as recommend does; without
 `seed`, that variant's seed with the best validation F1 (test F1 never chooses).
 """
@@ -111,7 +111,7 @@ def export_command(study_dir: str | os.PathLike, dataset: str, student: str, var
 
 
 def recommended_command(study_dir: str | os.PathLike, rec) -> str | None:
-    """The export command of a kdlib.report.Recommendation's pick (None when nothing was picked)."""
+    """The export command of a kdlib.recommend.Recommendation's pick (None when nothing was picked)."""
     if rec.model is None:
         return None
     variant = rec.row.get("variant")
@@ -212,13 +212,14 @@ def _export_info(p: ExportParams, pm, spec: data.DatasetSpec, keys: Sequence[str
     word = pm.kind == "word"
     teacher_metrics, teacher_info = teacher.metrics, teacher.info
     model = predict.ExportConfig(
-        dataset=spec.key, shape=spec.shape, labels=spec.labels, aspects=spec.aspects, kind="word" if word else "subword",
-        inputs=tuple(keys), pad_id=_pad_id(pm, teacher), max_words=int(params.get("max_words", 256)),
-        max_length=teacher.max_length, fallback=fallback_label(spec))
+        dataset=spec.key, shape=spec.shape, labels=spec.labels, aspects=spec.aspects,
+        kind="word" if word else "subword", inputs=tuple(keys), pad_id=_pad_id(pm, teacher),
+        max_words=int(params.get("max_words", 256)), max_length=teacher.max_length, fallback=fallback_label(spec))
     return {
         "format": predict.FORMAT_VERSION, "model": asdict(model), "student": metrics["model"],
         "variant": metrics.get("variant"), "seed": metrics.get("seed"), "metric": spec.metric,
-        "test_f1": metrics.get("f1"), "valid_f1": (metrics.get("valid") or {}).get("f1"), "teacher_f1": metrics.get("teacher_f1"),
+        "test_f1": metrics.get("f1"), "valid_f1": (metrics.get("valid") or {}).get("f1"),
+        "teacher_f1": metrics.get("teacher_f1"),
         "teacher": {"run_dir": str(teacher.run_dir), "base_model": teacher_info.get("base_model"),
                     "pooling": teacher_info.get("pooling"), "test_f1": teacher_metrics.get("f1")},
         "recipe": {k: metrics.get(k) for k in ("stage", "loss", "alpha", "temperature", "kd", "lr", "best_epoch",
@@ -227,7 +228,8 @@ def _export_info(p: ExportParams, pm, spec: data.DatasetSpec, keys: Sequence[str
         "params": params, "epochs_run": len(metrics.get("history") or []), "run_dir": str(run),
         "command": export_command(p.study_dir, spec.key, metrics["model"], metrics.get("variant"),
                                   metrics.get("seed"), p.out_dir), "asked_as": p.command,
-        "out_dir": str(p.out_dir), "picked_by": p.picked_by, "kdexam": kdlib.__version__, "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "out_dir": str(p.out_dir), "picked_by": p.picked_by, "kdexam": kdlib.__version__,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
@@ -358,7 +360,8 @@ def model_card(info: dict) -> str:
         f"| teacher | `{info['teacher']['base_model']}` fine-tuned on {spec.name} (pooling "
         f"{info['teacher'].get('pooling')}), test F1 {_pct(info['teacher']['test_f1'] or info['teacher_f1'])} |",
         f"| training data | {recipe.get('train_examples')} of {recipe.get('train_split_examples')} train examples"
-        f"{extra}; transfer set `{params.get('transfer', 'train')}`, embeddings `{params.get('embedding', 'random')}` |",
+        f"{extra}; transfer set `{params.get('transfer', 'train')}`, embeddings "
+        f"`{params.get('embedding', 'random')}` |",
         f"| schedule | AdamW lr {recipe.get('lr')}, {info['epochs_run']} epoch(s) run of {params.get('epochs')}, best "
         f"epoch {recipe.get('best_epoch')} on validation F1 ({_pct(info['valid_f1'])}), batch "
         f"{params.get('batch_size')}, seed {info['seed']} |",
@@ -371,7 +374,8 @@ def model_card(info: dict) -> str:
         f"| trained (PyTorch), from its run | {_pct(info['test_f1'])} | |",
         f"| trained (PyTorch), on the {parity['test_examples']} examples checked | {_pct(parity['f1_trained'])} | |",
         *(f"| this export, `{name}` | {_pct(parity[e]['f1'])} | {100 * parity[e]['agreement']:.2f}% of "
-          f"{parity[e]['units']} units ({parity[e]['units_same']}); logits within {parity[e]['max_abs_logit_diff']:.2g} |"
+          f"{parity[e]['units']} units ({parity[e]['units_same']}); logits within "
+          f"{parity[e]['max_abs_logit_diff']:.2g} |"
           for e, name in (("onnx", "model.onnx"), ("int8", "model.int8.onnx"))),
         "",
         f"int8 changes test F1 by **{100 * parity['int8_f1_change']:+.2f}** points against the fp32 export. "

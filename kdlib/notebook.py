@@ -4,7 +4,8 @@ in its cells, and its parameters shown as the few that differ from the defaults.
 Progress goes to the terminal through `progress.json` (kdlib.progress, polled by the runner) and, with every
 library's INFO lines and warnings, to `<out_dir>/run.log`. In JupyterLab (a kernel its server started: it sets
 $JPY_SESSION_NAME) tqdm's bars stay on and show as ipywidgets; an executed notebook (papermill, `kdexam run`) keeps
-none of them.
+none of them. An executed notebook becomes one standalone HTML file with `export_html` (07_analysis's report.html:
+`export_html_report`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from kdlib import rundir
 
 LOG = "run.log"
 
@@ -91,3 +94,25 @@ def history_table(history: list[dict]) -> pd.DataFrame:
     keep = [c for c in ("epoch", "train_loss", "valid_f1", "seconds", "examples_per_s") if c in df]
     return df[keep].rename(columns={"valid_f1": "valid F1 (%)", "examples_per_s": "examples/s"}).set_index(
         "epoch").round(3)
+
+
+def export_html(notebook: str | os.PathLike, html: str | os.PathLike, *, with_code: bool = False) -> Path:
+    """An executed notebook as one standalone HTML file (figures embedded); code cells hidden unless `with_code`."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=not with_code, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    html = Path(html)
+    with rundir.atomic_path(html) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+    return html
+
+
+def export_html_report(executed_notebook: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
+    """From the last cell of 07_analysis: its executed notebook, as papermill has saved it after every cell so far,
+    as out_dir/report.html. "" (a notebook run by hand) writes nothing; export it with `jupyter nbconvert`."""
+    if not executed_notebook:
+        logging.getLogger(__name__).info("no executed notebook given: no report.html (the runner passes one)")
+        return None
+    return export_html(executed_notebook, Path(out_dir) / "report.html")

@@ -2,7 +2,7 @@
 
 `kdexam report --study outputs/S --publish reports/S` writes:
 
-- `runs.csv`: one row per finished run (kdlib.report.collect's columns; run_dir relative to the study folder). A
+- `runs.csv`: one row per finished run (kdlib.results.collect's columns; run_dir relative to the study folder). A
   republish keeps the rows of runs that are no longer on this machine (a long study runs over several sessions);
 - `tables/`: test F1 per dataset and model, KD against no KD per student with a paired bootstrap 95% CI, each
   student's gap to its teacher, and each teacher against its dataset's no-KD BiLSTM (a teacher that does not beat
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib import baselines, report, rundir, stats
+from kdlib import baselines, plots, results, rundir, stats
 from kdlib.errors import KdExamError
 
 MAX_MB = 20
@@ -88,7 +88,7 @@ def gap_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _in_model_order(table: pd.DataFrame) -> pd.DataFrame:
-    order = {m: i for i, m in enumerate(report.model_order(table["model"].unique()))}
+    order = {m: i for i, m in enumerate(results.model_order(table["model"].unique()))}
     keys = [c for c in ("dataset", "model", "variant", "KD") if c in table.columns]
     return table.sort_values(keys, key=lambda c: c.map(order) if c.name == "model" else c).reset_index(drop=True)
 
@@ -124,12 +124,12 @@ def plot_scores(frame: pd.DataFrame):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    runs = distill_runs(frame).assign(F1=lambda d: 100 * d["f1"],
-                                      training=lambda d: d["variant"].where(d["variant"] == NO_KD, "KD " + d["variant"]))
+    runs = distill_runs(frame).assign(
+        F1=lambda d: 100 * d["f1"], training=lambda d: d["variant"].where(d["variant"] == NO_KD, "KD " + d["variant"]))
     datasets = sorted(runs["dataset"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
     teachers = frame[frame["stage"] == "teacher"].set_index("dataset")["f1"]
-    order = report.model_order(runs["model"].unique())
+    order = results.model_order(runs["model"].unique())
     for ax, dataset in zip(axes[0], datasets):
         sns.barplot(data=runs[runs["dataset"] == dataset], x="model", y="F1", hue="training", order=order,
                     errorbar="sd", ax=ax)
@@ -168,7 +168,7 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     import matplotlib.pyplot as plt
 
     study_dir, out_dir = Path(study_dir), Path(out_dir)
-    frame = report.collect(study_dir)
+    frame = results.collect(study_dir)
     if frame.empty:
         raise KdExamError(f"no finished run under {study_dir}: nothing to publish.")
     frame, kept = merge_published(frame, study_dir, out_dir / "runs.csv")
@@ -176,20 +176,20 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     for stale in ("tables", "figures"):  # tables and figures are redrawn from runs.csv every time
         shutil.rmtree(out_dir / stale, ignore_errors=True)
     relative_runs(frame, study_dir).to_csv(out_dir / "runs.csv", index=False)
-    quality = frame[frame["stage"].isin(report.QUALITY_STAGES)]
-    tables = {"f1": report.summary(quality).reset_index(), "kd_vs_no_kd": kd_table(frame),
+    quality = frame[frame["stage"].isin(results.QUALITY_STAGES)]
+    tables = {"f1": results.summary(quality).reset_index(), "kd_vs_no_kd": kd_table(frame),
               "gap_to_teacher": gap_table(frame), "teacher_check": teacher_check(frame),
               "teachers_vs_indonlu": baselines.teachers_beside_indonlu(frame),
-              "runs": report.run_table(quality) if not quality.empty else pd.DataFrame()}
+              "runs": results.run_table(quality) if not quality.empty else pd.DataFrame()}
     for name, table in tables.items():
         path = out_dir / "tables" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
     if not distill_runs(frame).empty:
-        report.save_figure(plot_scores(frame), out_dir, "f1")
+        plots.save_figure(plot_scores(frame), out_dir, "f1")
         plt.close("all")
     if not tables["kd_vs_no_kd"].empty:
-        report.save_figure(plot_kd_margins(tables["kd_vs_no_kd"]), out_dir, "kd_margins")
+        plots.save_figure(plot_kd_margins(tables["kd_vs_no_kd"]), out_dir, "kd_margins")
         plt.close("all")
     _copy_analysis(study_dir, out_dir)
     (out_dir / "README.md").write_text(_readme(study_dir, frame, tables, command, kept), encoding="utf-8")
@@ -215,7 +215,7 @@ def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame
     here = [Path(d) / rundir.METRICS for d in frame["run_dir"] if (Path(d) / rundir.METRICS).is_file()]
     env = (rundir.read_json(here[0]).get("environment") or {}) if here else {}
     problems = teacher_problems(frame)
-    capped = report.capped_note(frame[frame["stage"].isin(report.QUALITY_STAGES)])
+    capped = results.capped_note(frame[frame["stage"].isin(results.QUALITY_STAGES)])
     parts = [
         f"# Study `{study_dir.name}`: published results",
         f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command or 'kdexam report --publish'}` from "

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from kdlib import cli, data, distill, models, params, report, rundir, train
+from kdlib import cli, data, distill, models, params, results, rundir, train
 from kdlib.teachers import Teacher, run_teacher
 
 pytestmark = pytest.mark.slow
@@ -179,7 +179,7 @@ def test_kdexam_run_executes_notebooks_then_skips_and_resumes(tmp_path, _tiny_ma
     # it reads as a report: no progress bars, log lines or warnings in it (they are in run.log beside it)
     assert not [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "stream"]
     assert "epoch" in (run / "run.log").read_text()
-    df = report.collect(study)
+    df = results.collect(study)
     assert len(df) == 6 and df["f1"].between(0, 1).all()
     assert set(df["variant"]) == {"tiny-random", "mse", "no-kd"}
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import augment, cache, cli, config, data, embeddings, params, report, rundir, runner, train
+from kdlib import augment, cache, cli, config, data, embeddings, params, results, rundir, runner, train
 from kdlib.errors import ConfigError, DataError, RunFolderError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def test_unreadable_run_files_are_one_line_errors(tmp_path):
                                              rf"{run} and run the study again to redo it\."):
         rundir.read_json(run / rundir.TEACHER_INFO)
     (run / "profile.json").write_text("[]")
-    assert report._profiles(tmp_path) == []  # recommend and the analysis leave it out, with a warning
+    assert results._profiles(tmp_path) == []  # recommend and the analysis leave it out, with a warning
     logits = tmp_path / "logits"
     cache.LogitCache(logits).save("valid", "k", [np.ones(2)])
     path = logits / "valid-k.npz"

@@ -80,9 +80,9 @@ def test_publish_refuses_an_empty_study_and_an_oversized_folder(tmp_path, study,
 
 
 def rundir_frame(study):
-    from kdlib import report
+    from kdlib import results
 
-    return report.collect(study)
+    return results.collect(study)
 
 
 def test_a_republish_keeps_the_runs_of_earlier_sessions(study, tmp_path):

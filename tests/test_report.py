@@ -9,7 +9,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from kdlib import cli, report, rundir
+from kdlib import cli, notebook, plots, recommend, results, rundir
 from kdlib.errors import KdExamError
 
 matplotlib.use("Agg")
@@ -81,20 +81,20 @@ def study(tmp_path):
 
 @pytest.fixture
 def board(study):
-    return report.scoreboard(report.study_frame(study))
+    return results.scoreboard(results.study_frame(study))
 
 
 def test_study_frame_joins_every_run_with_its_model_costs(study):
-    frame = report.study_frame(study)
+    frame = results.study_frame(study)
     assert len(frame) == 2 * (1 + 2 * 2 + 2 + 2) - 2  # nergrit's bilstm has no no-KD runs; the ablation is left out
     assert set(frame["stage"]) == {"teacher", "distill"}
     row = frame[(frame["dataset"] == "smsa") & (frame["model"] == "bilstm")].iloc[0]
     assert row["torch_ms_b1"] == 1.0 and row["int8_ms_b32"] == 3.0 and row["size_mb"] == 3.0
     assert row["ram_mb"] == 30.0 and row["group"] == "classification" and row["threads"] == 1
     assert set(frame["group"]) == {"classification", "tagging"}
-    assert report.study_frame(study, threads=0)["torch_ms_b1"].max() == pytest.approx(20.0 * 0.6)
+    assert results.study_frame(study, threads=0)["torch_ms_b1"].max() == pytest.approx(20.0 * 0.6)
     with pytest.raises(KdExamError, match=r"no latency at threads=4.*they have threads \[1, 2\]"):
-        report.study_frame(study, threads=4)
+        results.study_frame(study, threads=4)
 
 
 def test_scoreboard_chooses_variants_on_validation_and_keeps_the_seeds_spread(board):
@@ -104,13 +104,13 @@ def test_scoreboard_chooses_variants_on_validation_and_keeps_the_seeds_spread(bo
     assert bilstm["seeds"] == 2 and bilstm["delta"] == pytest.approx(-4.0) and bilstm["teacher_f1"] == 90.0
     assert list(board["model"][:4]) == ["teacher", "bilstm", "cnn", "bert-tiny"]
     assert list(dict.fromkeys(board["dataset"])) == ["smsa", "nergrit"]  # IndoNLU's order
-    lb = report.leaderboard(board)
+    lb = results.leaderboard(board)
     assert lb.loc[("smsa", "bilstm"), "test F1"] == "86.00 ± 1.41"
     assert lb.loc[("smsa", "teacher"), "test F1"] == "90.00" and lb.loc[("smsa", "teacher"), "Δ to teacher"] == 0
 
 
 def test_cost_table_compares_every_model_with_its_teacher(board):
-    costs = report.cost_table(board)
+    costs = results.cost_table(board)
     bilstm = costs.loc[("smsa", "bilstm")]
     assert bilstm["× b1"] == 20.0 and bilstm["× b32"] == 40.0
     assert bilstm["ONNX × b1"] == 100.0 and bilstm["int8 × b1"] == pytest.approx(133.33, abs=0.01)
@@ -121,12 +121,12 @@ def test_cost_table_compares_every_model_with_its_teacher(board):
 
 
 def test_pareto_front_by_hand():
-    assert report.pareto_front([1, 2, 3, 4], [1, 3, 2, 4]) == [True, True, False, True]
-    assert report.pareto_front([1, 1], [2, 2]) == [True, True]  # ties dominate neither
+    assert results.pareto_front([1, 2, 3, 4], [1, 3, 2, 4]) == [True, True, False, True]
+    assert results.pareto_front([1, 1], [2, 2]) == [True, True]  # ties dominate neither
 
 
 def test_pareto_models_per_task_group(board):
-    table = report.pareto_models(board, "latency").set_index(["group", "model"])
+    table = results.pareto_models(board, "latency").set_index(["group", "model"])
     assert table.loc[("classification", "cnn"), "% of teacher latency"] == pytest.approx(2.5)
     assert table.loc[("classification", "cnn"), "pareto"] and table.loc[("classification", "bert-tiny"), "pareto"]
     assert table.loc[("classification", "bilstm"), "pareto"]  # better than cnn, faster than bert-tiny
@@ -134,20 +134,20 @@ def test_pareto_models_per_task_group(board):
 
 
 def test_answer_is_written_from_the_numbers(board, tmp_path):
-    strict = report.answer(board, tolerance=1.0)
+    strict = results.answer(board, tolerance=1.0)
     assert "**smsa** (teacher 90.0): pick **bert-tiny** 88.5 ± 0.7" in strict  # nothing else within a point
     assert "**nergrit** (teacher 80.0): pick **bilstm** 71.0 ± 1.4" in strict  # bert-tiny is within 1.4 (its sd)
     assert "### Classification" in strict and "### Tagging" in strict
-    loose = report.answer(board, tolerance=3.0)
+    loose = results.answer(board, tolerance=3.0)
     assert "pick **bilstm** 86.0 ± 1.4 (mse, Δ -4.0), 1.00 ms" in loose and "20× the teacher's speed" in loose
     assert "best bert-tiny 88.5 ± 0.7 is within 3.0 points" in loose
     one_seed = {d: {m: {v: s[:1] for v, s in vs.items()} for m, vs in ms.items()} for d, ms in QUALITY.items()}
-    single = report.scoreboard(report.study_frame(make_study(tmp_path / "one-seed", one_seed)))
-    assert "rests on one seed" in report.answer(single) and "±" not in report.answer(single)
+    single = results.scoreboard(results.study_frame(make_study(tmp_path / "one-seed", one_seed)))
+    assert "rests on one seed" in results.answer(single) and "±" not in results.answer(single)
 
 
 def messages(board, **limits):
-    return {r.dataset: (r.model, r.message) for r in report.recommend(board, **limits)}
+    return {r.dataset: (r.model, r.message) for r in recommend.recommend(board, **limits)}
 
 
 def test_recommend_picks_the_best_student_within_the_budget(board):
@@ -159,7 +159,7 @@ def test_recommend_picks_the_best_student_within_the_budget(board):
     assert messages(board, max_latency_ms=2, max_ram_mb=25)["smsa"][0] == "cnn"
     assert messages(board, max_size_mb=1.0, engine="int8")["smsa"][0] == "bilstm"  # int8 files are a quarter
     assert messages(board, max_latency_ms=9, batch=32)["smsa"][0] == "cnn"  # bilstm takes 10 ms per 32
-    only = report.recommend(board, dataset="SmSA", max_latency_ms=2)
+    only = recommend.recommend(board, dataset="SmSA", max_latency_ms=2)
     assert [r.dataset for r in only] == ["smsa"] and only[0].row["variant"] == "mse"
 
 
@@ -179,13 +179,13 @@ def test_recommend_says_which_limit_excludes_everything(board):
 
 def test_recommend_refuses_what_the_profiles_cannot_answer(board, tmp_path):
     with pytest.raises(KdExamError, match="no torch latency at batch 8"):
-        report.recommend(board, batch=8)
+        recommend.recommend(board, batch=8)
     with pytest.raises(KdExamError, match="dataset casa has no finished runs"):
-        report.recommend(board, dataset="casa")
-    unprofiled = report.scoreboard(report.study_frame(make_study(tmp_path / "half", profiled=("smsa",))))
+        recommend.recommend(board, dataset="casa")
+    unprofiled = results.scoreboard(results.study_frame(make_study(tmp_path / "half", profiled=("smsa",))))
     assert "nergrit: no profiled student yet" in messages(unprofiled)["nergrit"][1]
     with pytest.raises(KdExamError, match="no profile.json under"):
-        report.costs(make_study(tmp_path / "none", profiled=()))
+        results.costs(make_study(tmp_path / "none", profiled=()))
 
 
 def test_kdexam_recommend_for_a_tight_and_a_loose_budget(study, capsys):
@@ -205,12 +205,12 @@ def test_kdexam_recommend_for_a_tight_and_a_loose_budget(study, capsys):
 
 
 def test_figures_and_tables_are_saved(board, study, tmp_path):
-    for name, fig in (("pareto-latency", report.plot_pareto(board, "latency")),
-                      ("pareto-size", report.plot_pareto(board, "size")), ("heatmap", report.plot_heatmap(board)),
-                      ("latency", report.plot_latency(rundir.read_json(study / "profile" / "smsa" / "profile" /
+    for name, fig in (("pareto-latency", plots.plot_pareto(board, "latency")),
+                      ("pareto-size", plots.plot_pareto(board, "size")), ("heatmap", plots.plot_heatmap(board)),
+                      ("latency", plots.plot_latency(rundir.read_json(study / "profile" / "smsa" / "profile" /
                                                                        rundir.PROFILE)))):
-        assert report.save_figure(fig, tmp_path, name).stat().st_size > 1000
-    path = report.save_table(report.cost_table(board), tmp_path, "costs")
+        assert plots.save_figure(fig, tmp_path, name).stat().st_size > 1000
+    path = results.save_table(results.cost_table(board), tmp_path, "costs")
     assert pd.read_csv(path, index_col=[0, 1]).loc[("smsa", "cnn"), "× b1"] == 40.0
 
 
@@ -220,17 +220,17 @@ def test_export_html_is_standalone_and_hides_code(tmp_path):
     cell.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "**visible answer**"})]
     nb.cells = [nbformat.v4.new_markdown_cell("# Title"), cell]
     nbformat.write(nb, tmp_path / "a.ipynb")
-    html = report.export_html(tmp_path / "a.ipynb", tmp_path / "a.html").read_text()
+    html = notebook.export_html(tmp_path / "a.ipynb", tmp_path / "a.html").read_text()
     assert "visible answer" in html and "Title" in html and "secret_code" not in html
-    assert report.export_html_report("", tmp_path) is None
-    assert report.export_html_report(tmp_path / "a.ipynb", tmp_path).name == "report.html"
+    assert notebook.export_html_report("", tmp_path) is None
+    assert notebook.export_html_report(tmp_path / "a.ipynb", tmp_path).name == "report.html"
 
 
 def test_quality_tables_work_before_any_profile(tmp_path):
-    board = report.scoreboard(report.study_frame(make_study(tmp_path / "s", profiled=())))
-    assert report.leaderboard(board).loc[("nergrit", "bilstm"), "test F1"] == "71.00 ± 1.41"
-    assert report.cost_table(board)["size MB"].isna().all()
-    assert "pick **bert-tiny**" in report.answer(board)  # no costs: the pick is the best
+    board = results.scoreboard(results.study_frame(make_study(tmp_path / "s", profiled=())))
+    assert results.leaderboard(board).loc[("nergrit", "bilstm"), "test F1"] == "71.00 ± 1.41"
+    assert results.cost_table(board)["size MB"].isna().all()
+    assert "pick **bert-tiny**" in results.answer(board)  # no costs: the pick is the best
 
 
 def test_run_table_marks_runs_that_resumed_after_an_interrupt():
@@ -240,23 +240,23 @@ def test_run_table_marks_runs_that_resumed_after_an_interrupt():
                        {**base, "model": "cnn", "train_seconds": 30.0, "wall_seconds": 40.0, "resumed_from_epoch": 2},
                        {**base, "model": "teacher", "train_seconds": 90.0, "wall_seconds": 20.0,
                         "resumed_from_epoch": None}])  # recorded before resumed_from_epoch: inferred
-    table = report.run_table(df)
+    table = results.run_table(df)
     assert table["model"].tolist() == ["teacher", "bilstm", "cnn"]
     assert table["wall s"].tolist() == ["20 (resumed)", "40", "40 (resumed)"]
 
 
 def test_recommend_says_when_the_limit_falls_inside_a_latency_spread(board):
     board = board.assign(torch_ms_b1_p25=board["torch_ms_b1"] * 0.8, torch_ms_b1_p75=board["torch_ms_b1"] * 1.3)
-    assert report._batches(board) == [1, 32]  # the spread columns are not batch sizes
-    assert "× b1" in report.cost_table(board).columns
-    (rec,) = report.recommend(board, dataset="smsa", max_latency_ms=3.5)  # bert-tiny: 3.0 ms, spread 2.4-3.9
+    assert results.batches(board) == [1, 32]  # the spread columns are not batch sizes
+    assert "× b1" in results.cost_table(board).columns
+    (rec,) = recommend.recommend(board, dataset="smsa", max_latency_ms=3.5)  # bert-tiny: 3.0 ms, spread 2.4-3.9
     assert rec.model == "bert-tiny"
     assert "CAUTION: the limit 3.5 ms lies inside the measured spread" in rec.message
     assert "bert-tiny 2.40-3.90 ms" in rec.message
     assert "this pick may change" in rec.message
-    (rec,) = report.recommend(board, dataset="smsa", max_latency_ms=10)  # every spread below the limit
+    (rec,) = recommend.recommend(board, dataset="smsa", max_latency_ms=10)  # every spread below the limit
     assert "CAUTION" not in rec.message
-    (rec,) = report.recommend(board, dataset="smsa", max_latency_ms=0.45)  # cnn 0.5 ms: nothing fits, but it may
+    (rec,) = recommend.recommend(board, dataset="smsa", max_latency_ms=0.45)  # cnn 0.5 ms: nothing fits, but it may
     assert rec.model is None and "cnn 0.40-0.65 ms" in rec.message and "the answer may change" in rec.message
 
 
@@ -268,7 +268,7 @@ def test_timing_reports_the_interquartile_range():
 
 
 def test_the_papers_claims_are_checked_on_the_scoreboard(board):
-    claims = report.paper_claims(board).set_index("claim")
+    claims = results.paper_claims(board).set_index("claim")
     gap = claims.loc["the best BiLSTM's test F1 minus its teacher's (mean)"]
     assert gap["ours"].startswith("-6.50") and gap["datasets"] == 2  # smsa -4 (mse 86 vs 90), nergrit -9 (71 vs 80)
     assert claims.loc["BiLSTM speed-up over the teacher, CPU, batch 1 (median)", "ours"] == "20.0x"

@@ -1,22 +1,27 @@
-"""Results as tables and figures: read every metrics.json of a study into one tidy DataFrame, then display it.
+"""A study's results as tables: every metrics.json of a study in one tidy DataFrame (`collect`), the model costs from
+every profile.json, and the analysis built on them.
 
-Scores are stored on IndoNLU's 0..1 scale and shown as percentages (F1 × 100) in tables and plots.
+Scores are stored on IndoNLU's 0..1 scale and shown as percentages (F1 × 100) in tables (kdlib.plots draws them).
 
 The analysis (notebooks/07_analysis, `kdexam recommend`) goes: `study_frame` (every finished teacher/student run
 with its model's costs from the profiles) -> `scoreboard` (one row per dataset × model: the variant with the best
-validation F1, its test F1 over seeds, Δ to the teacher, costs) -> `leaderboard`, `cost_table`, `plot_pareto`,
-`plot_heatmap`, `answer` and `recommend`.
+validation F1, its test F1 over seeds, Δ to the teacher, costs) -> `leaderboard`, `cost_table`, `pareto_models`,
+`answer`, `paper_claims` here, the figures in kdlib.plots and `recommend` in kdlib.recommend.
 """
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from kdlib import rundir
+from kdlib.data import DATASETS, get_spec
+from kdlib.errors import KdExamError
+from kdlib.params import STUDENTS
 
 COLUMNS = ["stage", "dataset", "model", "variant", "seed", "kd", "loss", "alpha", "temperature", "f1",
            "valid_f1", "teacher_f1", "parameters", "train_examples", "train_split_examples", "best_epoch",
@@ -58,7 +63,8 @@ def comparison(runs: Sequence[dict | None]) -> pd.DataFrame:
     for m in runs:
         if not m:
             continue
-        label = "teacher" if m["stage"] == "teacher" else f"{m['model']} ({'KD ' + m['variant'] if m.get('kd') else 'no KD'})"
+        training = "KD " + m["variant"] if m.get("kd") else "no KD"
+        label = "teacher" if m["stage"] == "teacher" else f"{m['model']} ({training})"
         rows.append({"model": label, "test F1": 100 * m["f1"], "valid F1": 100 * m["valid"]["f1"],
                      "parameters (M)": m["parameters"] / 1e6, "train examples": m["train_examples"],
                      "train s": m["train_seconds"]})
@@ -75,40 +81,6 @@ def read_metrics(run_dir: str | os.PathLike | None) -> dict | None:
         return None
     path = Path(run_dir) / rundir.METRICS
     return rundir.read_json(path) if path.exists() else None
-
-
-def plot_learning_curve(history: Sequence[dict], title: str = ""):
-    """Training loss and validation F1 per epoch."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.ticker import MaxNLocator
-
-    df = pd.DataFrame(history)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    sns.lineplot(data=df, x="epoch", y="train_loss", marker="o", ax=ax1)
-    sns.lineplot(data=df.assign(valid_f1=100 * df["valid_f1"]), x="epoch", y="valid_f1", marker="o", ax=ax2)
-    ax1.set(title="training loss", ylabel="loss")
-    ax2.set(title="validation F1", ylabel="F1 (%)")
-    for ax in (ax1, ax2):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_comparison(df: pd.DataFrame, title: str = ""):
-    """Bar chart of test F1 per model of a comparison table."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.45 * len(df)))
-    sns.barplot(data=df, y="model", x="test F1", hue="model", legend=False, ax=ax)
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", padding=3)
-    ax.set(title=title, xlabel="test F1 (%)", ylabel="")
-    ax.set_xlim(0, max(100.0, df["test F1"].max() + 8))
-    fig.tight_layout()
-    return fig
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -158,7 +130,6 @@ def capped_note(df: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # The study as one frame: quality from every metrics.json, cost from every profile.json (kdlib.profile).
 
-PROFILE = "profile.json"
 GROUPS = {"single": "classification", "pair": "classification", "aspect": "classification", "tagging": "tagging",
           "qa": "tagging"}
 QUALITY_STAGES = ("teacher", "distill")  # ablation stages answer other questions (see kdlib.stats)
@@ -173,7 +144,7 @@ LATENCY_COLUMNS = ["dataset", "model", "engine", "threads", "batch", "inputs", "
 
 
 def _profiles(study_dir: str | os.PathLike) -> list[tuple[Path, dict]]:
-    read = [(path.parent, rundir.read_or_skip(path)) for path in sorted(Path(study_dir).rglob(PROFILE))]
+    read = [(path.parent, rundir.read_or_skip(path)) for path in sorted(Path(study_dir).rglob(rundir.PROFILE))]
     return [(folder, prof) for folder, prof in read if prof is not None]
 
 
@@ -211,11 +182,9 @@ def costs(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real
 
     `threads` picks the thread count of the latencies (0: the largest one profiled, i.e. all cores).
     """
-    from kdlib.errors import KdExamError
-
     models, latency = profile_models(study_dir), profile_latency(study_dir)
     if models.empty:
-        raise KdExamError(f"no {PROFILE} under {study_dir}; profile the study first (notebooks/06_profile, or "
+        raise KdExamError(f"no {rundir.PROFILE} under {study_dir}; profile the study first (notebooks/06_profile, or "
                           "`kdexam profile --study ... --dataset ...`).")
     threads = int(latency["threads"].max()) if threads == 0 else threads
     chosen = latency[(latency["threads"] == threads) & (latency["inputs"] == inputs)]
@@ -236,8 +205,6 @@ def costs(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real
 def group_of(dataset: str, shape: str | None = None) -> str:
     """The task group of a dataset: "classification" (single, pair, aspect) or "tagging" (tagging, QA); `shape`
     (from the run's metrics.json) for your own datasets, which the registry does not know."""
-    from kdlib.data import get_spec
-
     return GROUPS[shape if isinstance(shape, str) else get_spec(dataset).shape]
 
 
@@ -246,8 +213,6 @@ def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str =
 
     Cost columns are empty for datasets without a profile yet.
     """
-    from kdlib.errors import KdExamError
-
     runs = collect(study_dir)
     runs = runs[runs["stage"].isin(QUALITY_STAGES)]
     if runs.empty:
@@ -264,8 +229,6 @@ def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str =
 
 
 def model_order(models: Sequence[str]) -> list[str]:
-    from kdlib.params import STUDENTS
-
     known = ["teacher", *STUDENTS]
     return sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))
 
@@ -287,8 +250,6 @@ def scoreboard(frame: pd.DataFrame) -> pd.DataFrame:
     best["delta"] = best["f1"] - best["teacher_f1"]
     best["group"] = best["dataset"].map(dict(zip(frame["dataset"], frame["group"])) if "group" in frame
                                         else group_of)
-    from kdlib.data import DATASETS
-
     order = {d: i for i, d in enumerate(DATASETS)}
     models = {m: i for i, m in enumerate(model_order(best["model"].unique()))}
     best = best.sort_values(["dataset", "model"], key=lambda s: s.map(order if s.name == "dataset" else models))
@@ -304,9 +265,8 @@ def leaderboard(board: pd.DataFrame) -> pd.DataFrame:
                          "Δ to teacher": out["delta"].round(2), "valid F1": out["valid_f1"].round(2)})
 
 
-def _batches(board: pd.DataFrame, engine: str = "torch") -> list[int]:
-    import re
-
+def batches(board: pd.DataFrame, engine: str = "torch") -> list[int]:
+    """The batch sizes of `engine`'s median latency columns of a scoreboard."""
     pattern = re.compile(rf"{engine}_ms_b(\d+)")  # medians only: torch_ms_b1, not its spread torch_ms_b1_p25
     return sorted(int(m.group(1)) for c in board.columns if (m := pattern.fullmatch(str(c))))
 
@@ -325,7 +285,7 @@ def cost_table(board: pd.DataFrame) -> pd.DataFrame:
             row = {"dataset": dataset, "model": r["model"], "params (M)": r["parameters"] / 1e6,
                    "size MB": r.get("size_mb"), "% of teacher size": 100 * _ratio(r.get("size_mb"), t.get("size_mb")),
                    "RAM MB": r.get("ram_mb"), "% of teacher RAM": 100 * _ratio(r.get("ram_mb"), t.get("ram_mb"))}
-            for b in _batches(board):
+            for b in batches(board):
                 row[f"ms b{b}"] = r.get(f"torch_ms_b{b}")
                 row[f"× b{b}"] = _ratio(t.get(f"torch_ms_b{b}"), r.get(f"torch_ms_b{b}"))
                 for engine, label in (("onnx", "ONNX"), ("int8", "int8")):
@@ -372,8 +332,6 @@ def relative_costs(board: pd.DataFrame, column: str) -> pd.Series:
 def pareto_models(board: pd.DataFrame, cost: str = "latency") -> pd.DataFrame:
     """Per task group and model: mean Δ to the teacher, geometric-mean cost (% of the teacher) and whether the
     model is on the group's Pareto frontier of those two."""
-    import numpy as np
-
     column = COSTS[cost][0] if cost in COSTS else cost
     df = board.assign(rel=relative_costs(board, column)).dropna(subset=["rel", "delta"])
     rows = []
@@ -384,86 +342,6 @@ def pareto_models(board: pd.DataFrame, cost: str = "latency") -> pd.DataFrame:
         rows.append(means.assign(group=group))
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["group", "model", "delta", "rel"])
     return out.rename(columns={"rel": f"% of teacher {cost}"})
-
-
-def plot_pareto(board: pd.DataFrame, cost: str = "latency"):
-    """Δ F1 to the teacher against cost (% of the teacher's, log scale), one panel per task group.
-
-    Small markers: each dataset; large: the model's mean over the group's datasets; the line joins the group's
-    Pareto frontier (no model both cheaper and better).
-    """
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import seaborn as sns
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    column, label = COSTS.get(cost, (cost, cost))
-    df = board.assign(rel=relative_costs(board, column)).dropna(subset=["rel", "delta"])
-    groups = sorted(df["group"].unique())
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.5 * max(len(groups), 1), 4.2), squeeze=False)
-    models = model_order(df["model"].unique())
-    palette = dict(zip(models, sns.color_palette("tab10", len(models))))
-    summary = pareto_models(board, cost).rename(columns={f"% of teacher {cost}": "rel"})
-    for ax, group in zip(axes[0], groups):
-        g = df[df["group"] == group]
-        sns.scatterplot(data=g, x="rel", y="delta", hue="model", hue_order=models, palette=palette, style="dataset",
-                        s=40, alpha=0.6, ax=ax)
-        means = summary[summary["group"] == group].sort_values("rel")
-        ax.scatter(means["rel"], means["delta"], s=160, c=[palette[m] for m in means["model"]], edgecolor="black",
-                   zorder=3)
-        front = means[means["pareto"]]
-        ax.step(front["rel"], front["delta"], where="post", color="black", lw=1, ls="--", zorder=2)
-        for _, r in means.iterrows():
-            ax.annotate(r["model"], (r["rel"], r["delta"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.axhline(0, color="grey", lw=0.6)
-        ax.set(title=f"{group}: F1 against {label}", xlabel=f"{label} (% of the teacher's, log)",
-               ylabel="Δ test F1 to the teacher (points)")
-        ax.set_xlim(left=max(float(np.nanmin(g["rel"])) / 2, 1e-3), right=max(200.0, 2 * float(np.nanmax(g["rel"]))))
-        sns.move_legend(ax, "lower right", fontsize=7, title_fontsize=7, framealpha=0.6)
-    fig.tight_layout()
-    return fig
-
-
-def plot_heatmap(board: pd.DataFrame):
-    """Δ test F1 to the teacher (points) per dataset (rows, with the teacher's F1) and student (columns)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    students = board[board["model"] != "teacher"]
-    table = students.pivot(index="dataset", columns="model", values="delta")
-    table = table[model_order(table.columns)].reindex(list(dict.fromkeys(students["dataset"])))
-    teacher = board[board["model"] == "teacher"].set_index("dataset")["f1"]
-    table.index = [f"{d} (teacher {teacher.get(d, float('nan')):.1f})" for d in table.index]
-    fig, ax = plt.subplots(figsize=(1.4 * len(table.columns) + 3, 0.55 * len(table) + 1.6))
-    sns.heatmap(table, annot=True, fmt=".1f", cmap="RdBu", center=0, cbar_kws={"label": "Δ F1 (points)"}, ax=ax)
-    ax.set(title="Δ test F1 of each student to its teacher", xlabel="", ylabel="")
-    fig.tight_layout()
-    return fig
-
-
-def plot_latency(profile: dict):
-    """Median latency (ms, log) of each model per engine, batch size and thread count of one profile."""
-    import seaborn as sns
-
-    df = pd.DataFrame(profile["latency"])
-    df = df[df["inputs"] == df["inputs"].iloc[0]]
-    grid = sns.catplot(data=df, x="median_ms", y="model", hue="engine", col="batch", row="threads", kind="bar",
-                       height=2.6, aspect=1.6, sharex=False)
-    grid.set(xscale="log")
-    grid.set_axis_labels("median ms per batch (log)", "")
-    grid.figure.suptitle(f"{profile['dataset']}: latency on {df['inputs'].iloc[0]} inputs", y=1.02)
-    return grid.figure
-
-
-def save_figure(fig, out_dir: str | os.PathLike, name: str) -> Path:
-    """The figure as out_dir/figures/<name>.png (150 dpi)."""
-    path = Path(out_dir) / "figures" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
 
 
 def save_table(df: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> Path:
@@ -545,8 +423,6 @@ def _times(x: float) -> str:
 
 
 def _ratio_text(board: pd.DataFrame, mine: pd.DataFrame, column: str, word: str, inverse: bool = False) -> str:
-    import numpy as np
-
     if column not in board or mine[column].isna().all():
         return ""
     teacher = board[board["model"] == "teacher"].set_index("dataset")[column]
@@ -561,15 +437,16 @@ def _ratio_text(board: pd.DataFrame, mine: pd.DataFrame, column: str, word: str,
 # ----------------------------------------------------------------------------------------------------------------
 # The paper's headline claims, checked on a study's numbers
 
-WORD_STUDENTS = ("bilstm", "cnn")
-BERT_STUDENTS = ("bert-tiny", "bert-mini", "bert-small", "pruned")
+WORD_STUDENTS = tuple(name for name, s in STUDENTS.items() if s.kind == "word")  # BiLSTM, CNN
+BERT_STUDENTS = tuple(name for name, s in STUDENTS.items() if s.kind == "subword")  # the BERT students
 
 
 def paper_claims(board: pd.DataFrame) -> pd.DataFrame:
     """Nityasya et al.'s abstract, claim by claim, against this study's scoreboard (medians over datasets for the
     ratios, the mean for the F1 gap): what the paper says, what we measured, and on how many datasets."""
     rows = board.set_index(["dataset", "model"])
-    datasets = [d for d in dict.fromkeys(board["dataset"]) if (d, "teacher") in rows.index and (d, "bilstm") in rows.index]
+    datasets = [d for d in dict.fromkeys(board["dataset"])
+                if (d, "teacher") in rows.index and (d, "bilstm") in rows.index]
     if not datasets:
         return pd.DataFrame(columns=["claim", "paper", "ours", "datasets"])
     pairs = [(rows.loc[(d, "bilstm")], rows.loc[(d, "teacher")]) for d in datasets]
@@ -595,7 +472,8 @@ def paper_claims(board: pd.DataFrame) -> pd.DataFrame:
         undominated = _word_students_undominated(board, column)
         out.append({"claim": f"a word student (BiLSTM/CNN) is not beaten by any BERT student at once on F1 and {name}",
                     "paper": "BiLSTM/CNN give the best quality per unit of cost",
-                    "ours": f"{sum(undominated.values())} of {len(undominated)} datasets", "datasets": len(undominated)})
+                    "ours": f"{sum(undominated.values())} of {len(undominated)} datasets",
+                    "datasets": len(undominated)})
     return pd.DataFrame(out)
 
 
@@ -614,182 +492,3 @@ def _word_students_undominated(board: pd.DataFrame, column: str) -> dict[str, bo
         out[dataset] = not any((b["f1"] >= w["f1"] and b[column] <= w[column]) and
                                (b["f1"] > w["f1"] or b[column] < w[column]) for _, b in berts.iterrows())
     return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Recommend a student for a budget
-
-@dataclass
-class Recommendation:
-    """The answer for one dataset: the chosen student's row, or None with the reason in `message`."""
-
-    dataset: str
-    model: str | None
-    message: str
-    row: dict = field(default_factory=dict)
-    export_command: str | None = None  # `kdexam export ...` of the pick (kdlib.export.recommended_command)
-
-
-LIMITS = {"latency": ("--max-latency-ms",), "size": ("--max-size-mb",), "ram": ("--max-ram-mb",)}
-
-
-def budget_columns(engine: str = "torch", batch: int = 1) -> dict[str, str]:
-    size, ram = ENGINE_COLUMNS[engine]
-    return {"latency": f"{engine}_ms_b{batch}", "size": size, "ram": ram}
-
-
-def recommend(board: pd.DataFrame, *, dataset: str | None = None, max_latency_ms: float | None = None,
-              max_size_mb: float | None = None, max_ram_mb: float | None = None, engine: str = "torch",
-              batch: int = 1) -> list[Recommendation]:
-    """The best student (highest test F1, then the faster) per dataset whose latency (median ms per batch of
-    `batch` on `engine`), size on disk and RAM fit the limits given; None limits do not constrain.
-
-    When no student fits, the message names each limit that alone excludes every student and what the cheapest
-    student by that measure needs, or, when only the limits together exclude everything, the closest student and
-    the limits it would need.
-    """
-    from kdlib.errors import KdExamError
-
-    if engine not in ENGINE_COLUMNS:
-        raise KdExamError(f"unknown engine {engine!r}; one of {', '.join(ENGINE_COLUMNS)}.")
-    cols = budget_columns(engine, batch)
-    if cols["latency"] not in board:
-        raise KdExamError(f"no {engine} latency at batch {batch} in the profiles; profiled batches: "
-                          f"{', '.join(map(str, _batches(board, engine))) or 'none'}.")
-    limits = {k: v for k, v in (("latency", max_latency_ms), ("size", max_size_mb), ("ram", max_ram_mb))
-              if v is not None}
-    datasets = list(dict.fromkeys(board["dataset"]))
-    if dataset is not None:
-        from kdlib.data import get_spec
-
-        dataset = dataset if dataset in datasets else get_spec(dataset).key
-        if dataset not in datasets:
-            raise KdExamError(f"dataset {dataset} has no finished runs in this study; it has {', '.join(datasets)}.")
-        datasets = [dataset]
-    out = []
-    for key in datasets:
-        d = board[(board["dataset"] == key) & (board["model"] != "teacher")]
-        d = d.dropna(subset=["f1", cols["latency"], cols["size"]])
-        if d.empty:
-            out.append(Recommendation(key, None, f"{key}: no profiled student yet; run notebooks/06_profile "
-                                                 "(kdexam run does, after the students)."))
-            continue
-        unmeasured = [LIMITS[k][0] for k in limits if d[cols[k]].isna().all()]
-        if unmeasured:
-            out.append(Recommendation(key, None, f"{key}: its profile did not measure what {', '.join(unmeasured)} "
-                                                 f"limits ({engine}; see the profile's memory/onnx/int8 settings); "
-                                                 "drop that limit or profile again."))
-            continue
-        d = d.dropna(subset=[cols[k] for k in limits])
-        fits = d[[all(float(r[cols[k]]) <= v for k, v in limits.items()) for _, r in d.iterrows()]]
-        if not fits.empty:
-            best = fits.sort_values(["f1", cols["latency"]], ascending=[False, True]).iloc[0]
-            text = _describe(best, cols, engine, batch) + _near_the_limit(d, best, limits.get("latency"), cols)
-            out.append(Recommendation(key, best["model"], text, best.to_dict()))
-        else:
-            text = _nothing_fits(key, d, limits, cols) + _near_the_limit(d, None, limits.get("latency"), cols)
-            out.append(Recommendation(key, None, text))
-    return out
-
-
-def _near_the_limit(d: pd.DataFrame, best, limit: float | None, cols: dict[str, str]) -> str:
-    """A note naming the students whose latency spread (interquartile range over the timed batches) holds the
-    latency limit: on another run of the profile they may fall on the other side of it, so the answer may change."""
-    low, high = cols["latency"] + "_p25", cols["latency"] + "_p75"
-    if limit is None or low not in d or high not in d:
-        return ""
-    near = d[(d[low] <= limit) & (d[high] >= limit)]
-    if near.empty:
-        return ""
-    parts = [f"{r['model']} {r[low]:.2f}-{r[high]:.2f} ms" for _, r in near.iterrows()]
-    chosen = best is not None and best["model"] in set(near["model"])
-    return (f". CAUTION: the limit {limit:g} ms lies inside the measured spread (25th-75th percentile) of "
-            f"{', '.join(parts)}; {'this pick' if chosen else 'the answer'} may change on another measurement")
-
-
-def _describe(r, cols: dict[str, str], engine: str, batch: int) -> str:
-    spread = f" ± {r['f1_sd']:.2f} over {int(r['seeds'])} seeds" if r["seeds"] > 1 else " (1 seed)"
-    ram = f", RAM {r[cols['ram']]:.3g} MB" if pd.notna(r.get(cols["ram"])) else ""
-    return (f"{r['dataset']}: {r['model']} ({r['variant']}) — test F1 {r['f1']:.2f}{spread}, Δ to the teacher "
-            f"{r['delta']:+.2f}; {r[cols['latency']]:.2f} ms per batch of {batch} ({engine}), "
-            f"{r[cols['size']]:.3g} MB on disk{ram}")
-
-
-def _nothing_fits(key: str, d: pd.DataFrame, limits: dict[str, float], cols: dict[str, str]) -> str:
-    alone = []
-    for k, v in limits.items():
-        values = d[cols[k]].astype(float)
-        if (values > v).all():
-            cheapest = d.loc[values.idxmin()]
-            flag = LIMITS[k][0]
-            alone.append(f"{flag} {v:g} alone excludes every student: the cheapest by {k}, {cheapest['model']} "
-                         f"(test F1 {cheapest['f1']:.2f}), needs {flag} {_up(cheapest[cols[k]])}")
-    if alone:
-        return f"{key}: nothing fits. " + "; ".join(alone) + "."
-    overshoot = d.apply(lambda r: max(float(r[cols[k]]) / v for k, v in limits.items()), axis=1)
-    closest = d.loc[overshoot.idxmin()]
-    needs = [f"{LIMITS[k][0]} {_up(closest[cols[k]])}" for k, v in limits.items() if float(closest[cols[k]]) > v]
-    return (f"{key}: nothing fits all limits at once (each alone leaves a student). The closest, {closest['model']} "
-            f"(test F1 {closest['f1']:.2f}), would need {' '.join(needs)}.")
-
-
-def _up(value: float) -> str:
-    """A limit just above `value`, in 3 significant digits (rounded up, so it admits the value)."""
-    import math
-
-    value = float(value)
-    if value <= 0:
-        return "0"
-    scale = 10 ** (math.floor(math.log10(value)) - 2)
-    return f"{math.ceil(value / scale) * scale:.6g}"
-
-
-def recommendations_table(recs: Sequence[Recommendation]) -> pd.DataFrame:
-    """One row per dataset: the chosen student's name, variant, F1 (%), sd, seeds, Δ and costs, and the message."""
-    cols = ["variant", "f1", "f1_sd", "seeds", "delta", "teacher_f1", "torch_ms_b1", "size_mb", "ram_mb"]
-    return pd.DataFrame([{"dataset": r.dataset, "model": r.model, **{c: r.row.get(c) for c in cols},
-                          "message": r.message} for r in recs])
-
-
-def recommendations_json(recs: Sequence[Recommendation]) -> str:
-    """The recommendations as a JSON list: every field of the chosen row, null where unknown."""
-    import json
-    import math
-
-    def clean(value):
-        value = value.item() if hasattr(value, "item") else value
-        return None if isinstance(value, float) and math.isnan(value) else value
-
-    return json.dumps([{"dataset": r.dataset, "model": r.model, "message": r.message,
-                        "export_command": r.export_command,
-                        "row": {k: clean(v) for k, v in r.row.items()}} for r in recs], indent=2, ensure_ascii=False,
-                      default=str)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-
-def export_html(notebook: str | os.PathLike, html: str | os.PathLike, *, with_code: bool = False) -> Path:
-    """An executed notebook as one standalone HTML file (figures embedded); code cells hidden unless `with_code`."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(exclude_input=not with_code, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
-    html = Path(html)
-    with rundir.atomic_path(html) as tmp:
-        tmp.write_text(body, encoding="utf-8")
-    return html
-
-
-def export_html_report(executed_notebook: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
-    """From the last cell of 07_analysis: its executed notebook, as papermill has saved it after every cell so far,
-    as out_dir/report.html. "" (a notebook run by hand) writes nothing; export it with `jupyter nbconvert`."""
-    import logging
-
-    if not executed_notebook:
-        logging.getLogger(__name__).info("no executed notebook given: no report.html (the runner passes one)")
-        return None
-    return export_html(executed_notebook, Path(out_dir) / "report.html")
-
-
-from kdlib.stats import bootstrap_ci, cell_table, f1_bootstrap, paired_bootstrap, winners  # noqa: E402,F401
