@@ -28,27 +28,44 @@ COLUMNS = ["stage", "dataset", "model", "variant", "seed", "kd", "loss", "alpha"
            "resumed_from_epoch", "train_seconds", "wall_seconds", "finished", "run_dir", "shape"]
 
 
-def collect(study_dir: str | os.PathLike, *, finished_only: bool = True) -> pd.DataFrame:
-    """One row per run (dataset × model × variant × seed) from every metrics.json under `study_dir`."""
+def collect(study_dir: str | os.PathLike, *, finished_only: bool = True, include: str | os.PathLike | None = None,
+            model: str | None = None, columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
+    """One row per run (dataset × model × variant × seed) from every metrics.json under `study_dir`, the `columns`
+    of `run_row` (kdlib.stats.ablation_runs asks for the ablation ones). `include`: a run folder read although
+    unfinished (the run finishing now); `model`: that student's runs only."""
+    include = Path(include).resolve() if include else None
     rows = []
     for path in sorted(Path(study_dir).rglob(rundir.METRICS)):
         finished = rundir.is_done(path.parent)
-        if finished_only and not finished:
+        if finished_only and not finished and not (include and path.parent.resolve() == include):
             continue
         if (m := rundir.read_or_skip(path)) is None:
             continue
-        rows.append({
-            "stage": m.get("stage"), "dataset": m.get("dataset"), "model": m.get("model"),
-            "variant": m.get("variant"), "seed": m.get("seed"), "kd": m.get("kd", False), "loss": m.get("loss"),
-            "alpha": m.get("alpha"), "temperature": m.get("temperature"), "f1": m.get("f1"),
-            "valid_f1": (m.get("valid") or {}).get("f1"), "teacher_f1": m.get("teacher_f1"),
-            "parameters": m.get("parameters"), "train_examples": m.get("train_examples"),
-            "train_split_examples": m.get("train_split_examples"), "resumed_from_epoch": m.get("resumed_from_epoch"),
-            "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds"),
-            "wall_seconds": m.get("wall_seconds"), "finished": finished, "run_dir": str(path.parent),
-            "shape": m.get("shape"),  # runs before your own datasets existed have none: IndoNLU's registry knows
-        })
-    return pd.DataFrame(rows, columns=COLUMNS)
+        if model and m.get("model") != model:
+            continue
+        rows.append(run_row(m, path.parent, finished))
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def run_row(m: dict, run_dir: Path, finished: bool) -> dict:
+    """What a table of runs may show of one metrics.json: the run, its scores, sizes and times, its embeddings and
+    transfer set (the ablations')."""
+    emb, transfer = m.get("embedding") or {}, m.get("transfer") or {}
+    return {
+        "stage": m.get("stage"), "dataset": m.get("dataset"), "model": m.get("model"),
+        "variant": m.get("variant"), "seed": m.get("seed"), "kd": m.get("kd", False), "loss": m.get("loss"),
+        "alpha": m.get("alpha"), "temperature": m.get("temperature"), "metric": m.get("metric"), "f1": m.get("f1"),
+        "valid_f1": (m.get("valid") or {}).get("f1"), "teacher_f1": m.get("teacher_f1"),
+        "parameters": m.get("parameters"), "train_examples": m.get("train_examples"),
+        "train_split_examples": m.get("train_split_examples"), "resumed_from_epoch": m.get("resumed_from_epoch"),
+        "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds"),
+        "wall_seconds": m.get("wall_seconds"), "finished": finished, "run_dir": str(run_dir),
+        "shape": m.get("shape"),  # runs before your own datasets existed have none: IndoNLU's registry knows
+        "embedding": emb.get("source"), "freeze_embeddings": emb.get("freeze"), "oov_rate": emb.get("oov_rate"),
+        "test_token_oov": emb.get("test_token_oov"), "transfer": transfer.get("kind"),
+        "transfer_size": transfer.get("size"),
+        "transfer_examples": (transfer.get("train_examples") or 0) + (transfer.get("extra_examples") or 0),
+    }
 
 
 def scores_table(metrics: dict) -> pd.DataFrame:

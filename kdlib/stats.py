@@ -16,16 +16,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kdlib import rundir
+from kdlib import results, rundir
+from kdlib.metrics import spans
 
 N_BOOT = 2000
 LEVEL = 0.95
-PREDICTIONS = "predictions.json"  # written by kdlib.distill.run_distill: test gold and predicted label ids
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,6 @@ def paired_seed_bootstrap(a: Mapping[int, float], b: Mapping[int, float], **kwar
 
 def _units(metric: str, labels) -> list:
     """The (gold-or-pred) label units of one example: the label, its aspects' labels, or its chunks."""
-    from kdlib.metrics import spans
-
     if metric == "macro_f1":
         return [labels]
     if metric == "aspect_macro_f1":
@@ -180,33 +179,11 @@ COLUMNS = ["stage", "dataset", "model", "variant", "seed", "metric", "f1", "vali
 def ablation_runs(stage_dir: str | os.PathLike, *, model: str | None = None,
                   include: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per finished run under `stage_dir` (and the run in `include`, which is finishing now)."""
-    include = Path(include).resolve() if include else None
-    rows = []
-    for path in sorted(Path(stage_dir).rglob(rundir.METRICS)):
-        if not (rundir.is_done(path.parent) or path.parent.resolve() == include):
-            continue
-        if (m := rundir.read_or_skip(path)) is None:
-            continue
-        if model and m.get("model") != model:
-            continue
-        emb, transfer = m.get("embedding") or {}, m.get("transfer") or {}
-        rows.append({
-            "stage": m.get("stage"), "dataset": m.get("dataset"), "model": m.get("model"),
-            "variant": m.get("variant"), "seed": m.get("seed"), "metric": m.get("metric"), "f1": m.get("f1"),
-            "valid_f1": (m.get("valid") or {}).get("f1"), "loss": m.get("loss"), "alpha": m.get("alpha"),
-            "temperature": m.get("temperature"), "embedding": emb.get("source"),
-            "freeze_embeddings": emb.get("freeze"), "oov_rate": emb.get("oov_rate"),
-            "test_token_oov": emb.get("test_token_oov"), "transfer": transfer.get("kind"),
-            "transfer_size": transfer.get("size"),
-            "transfer_examples": (transfer.get("train_examples") or 0) + (transfer.get("extra_examples") or 0),
-            "train_examples": m.get("train_examples"), "train_split_examples": m.get("train_split_examples"),
-            "train_seconds": m.get("train_seconds"), "wall_seconds": m.get("wall_seconds"), "run_dir": str(path.parent),
-        })
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return results.collect(stage_dir, include=include, model=model, columns=COLUMNS)
 
 
 def _predictions(run_dir: str) -> dict | None:
-    path = Path(run_dir) / PREDICTIONS
+    path = Path(run_dir) / rundir.PREDICTIONS
     return rundir.read_or_skip(path) if path.exists() else None  # None: a bootstrap over seeds only
 
 
@@ -282,8 +259,6 @@ def winners(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _pick(group: pd.DataFrame, names: str | Sequence[str]) -> str | None:
     """Of the variants matching `names` (names or fnmatch patterns like "kl-*"), the one with the best mean test F1."""
-    from fnmatch import fnmatchcase
-
     names = [names] if isinstance(names, str) else list(names)
     present = group[group["variant"].map(lambda v: any(fnmatchcase(str(v), n) for n in names))]
     if present.empty:

@@ -96,7 +96,7 @@ def _write_run(root, variant: str, seed: int, gold: list, pred: list, *, done: b
     rundir.write_json(run / rundir.METRICS, {"stage": "ablation-loss", "dataset": "smsa", "model": "bilstm",
                                              "variant": variant, "seed": seed, "metric": "macro_f1", "f1": f1,
                                              "valid": {"f1": f1}, "loss": variant, "alpha": 0.0, "wall_seconds": wall})
-    rundir.write_json(run / stats.PREDICTIONS, {"metric": "macro_f1", "gold": gold, "pred": pred})
+    rundir.write_json(run / rundir.PREDICTIONS, {"metric": "macro_f1", "gold": gold, "pred": pred})
     if done:
         rundir.mark_done(run)
     return run
@@ -140,7 +140,7 @@ def test_cell_table_winners_and_contrast(grid):
 
 def test_missing_predictions_fall_back_to_seeds_only(grid):
     root, _ = grid
-    for path in root.rglob(stats.PREDICTIONS):
+    for path in root.rglob(rundir.PREDICTIONS):
         path.unlink()
     runs = stats.ablation_runs(root)
     win = stats.winners(runs).iloc[0]
@@ -164,7 +164,7 @@ def test_plots_draw_one_panel_per_dataset(grid):
 
 def test_claims_compare_pure_kd_losses_and_say_whether_the_data_supports_them(grid):
     root, _ = grid
-    gold = rundir.read_json(next(root.rglob(stats.PREDICTIONS)))["gold"]
+    gold = rundir.read_json(next(root.rglob(rundir.PREDICTIONS)))["gold"]
     for seed in range(3):  # an alpha-mix better than every pure loss: the pure-KD claims must not pick it
         run = _write_run(root, "kl-T2-a0.5", seed, gold, gold)
         m = rundir.read_json(run / rundir.METRICS)
