@@ -37,8 +37,17 @@ import yaml
 
 from kdlib import limits, owndata, params, rundir, textio
 from kdlib.errors import ConfigError, unknown_name
-from kdlib.params import (EMBEDDINGS, LOSSES, OPTION_LIMITS, TRANSFER_KINDS, AblationParams, DistillParams,
-                          ProfileParams, TeacherParams, get_student)
+from kdlib.params import (
+    EMBEDDINGS,
+    LOSSES,
+    OPTION_LIMITS,
+    TRANSFER_KINDS,
+    AblationParams,
+    DistillParams,
+    ProfileParams,
+    TeacherParams,
+    get_student,
+)
 
 TOP_KEYS = {"study", "description", "data_dir", "output_dir", "datasets", "seeds", "threads", "teacher", "distill",
             "per_dataset", "per_student"}
@@ -193,7 +202,8 @@ def _student_variants(raw: Any, where: str) -> dict[str, tuple[Variant, ...]]:
 
 def _distill_section(section: dict, allowed_extra: set[str], where: str, base: Path) -> dict:
     """A distill: section (or its per_dataset / per_student overrides), with the recipe's names and paths checked:
-    transfer (a TRANSFER_KINDS name or a text file), embedding (a EMBEDDINGS name or a .vec file), their paths resolved."""
+    transfer (a TRANSFER_KINDS name or a text file), embedding (an EMBEDDINGS name or a .vec file), their paths
+    resolved."""
     out = _check_section(section, DistillParams, allowed_extra, where)
     if "transfer" in out and out["transfer"] not in TRANSFER_KINDS:
         out["transfer"] = _local_path(out["transfer"], base, f"{where}.transfer")
@@ -316,10 +326,12 @@ def load_params(path: str | os.PathLike) -> Study:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}).") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a params file is a YAML mapping (study:, datasets:, ...), got {type(raw).__name__}.")
+        raise ConfigError(f"{path}: a params file is a YAML mapping (study:, datasets:, ...), got "
+                          f"{type(raw).__name__}.")
     unknown = set(raw) - TOP_KEYS
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(TOP_KEYS))}.")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                          f"{', '.join(sorted(TOP_KEYS))}.")
     for key in ("study", "datasets"):
         if key not in raw:
             raise ConfigError(f"{path}: missing required key {key!r}.")
@@ -615,7 +627,8 @@ def _profile(raw: Any, path: Path, datasets: tuple[str, ...]) -> dict[str, Any] 
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: profile: expected a mapping of ProfileParams settings (or nothing), got {raw!r}.")
     section = _check_section(raw or {}, ProfileParams, set(), f"{path}: profile")
-    params.check_profile_params(ProfileParams(study_dir="", dataset=datasets[0], out_dir="", **section), where=f"{path}: profile")
+    params.check_profile_params(ProfileParams(study_dir="", dataset=datasets[0], out_dir="", **section),
+                                where=f"{path}: profile")
     return section
 
 

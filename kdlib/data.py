@@ -247,7 +247,8 @@ def _records_delimited(path: Path, spec: DatasetSpec) -> Iterator[dict]:
 
 def _records_conll(path: Path, spec: DatasetSpec) -> Iterator[dict]:
     for _, tokens, tags in conll_sentences(path, _open_text(path)):
-        yield {"tokens": tokens, "tags": [_check_label(tag.strip(), spec, f"{path}:{line}", "tag") for line, tag in tags]}
+        yield {"tokens": tokens,
+               "tags": [_check_label(tag.strip(), spec, f"{path}:{line}", "tag") for line, tag in tags]}
 
 
 def conll_sentences(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, list[str], list]]:

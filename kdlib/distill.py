@@ -20,8 +20,19 @@ from kdlib import augment, data, embeddings, models, progress, rundir
 from kdlib.errors import ConfigError
 from kdlib.params import AblationParams, DistillParams, get_student, variant_name
 from kdlib.teachers import RunResult, Teacher, gold_labels
-from kdlib.train import (Collator, TrainConfig, device_name, fallback_label, fit, predict_logits, predictions,
-                         resolve_device, score_ids, set_seed, set_threads)
+from kdlib.train import (
+    Collator,
+    TrainConfig,
+    device_name,
+    fallback_label,
+    fit,
+    predict_logits,
+    predictions,
+    resolve_device,
+    score_ids,
+    set_seed,
+    set_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +111,8 @@ def run_distill(p: DistillParams) -> RunResult:
     if vocab is not None:
         vocab.save(out / "model" / "vocab.json")
     metrics = {
-        "stage": p.stage, "dataset": spec.key, "shape": spec.shape, "model": p.student, "variant": p.variant or variant_name(p.loss, p.temperature, p.alpha),
+        "stage": p.stage, "dataset": spec.key, "shape": spec.shape, "model": p.student,
+        "variant": p.variant or variant_name(p.loss, p.temperature, p.alpha),
         "seed": p.seed,
         "loss": p.loss, "alpha": p.alpha, "temperature": p.temperature, "kd": p.loss != "ce",
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],

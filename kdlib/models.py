@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlib import rundir
-from kdlib.params import POOLINGS, PRUNED, get_student
 from kdlib.data import CASES, DatasetSpec, Vocab, get_spec
 from kdlib.errors import ConfigError, unknown_name
+from kdlib.params import POOLINGS, PRUNED, get_student
 
 BERT_INFO = "kdexam.json"  # next to a Hugging Face folder: which dataset head the wrapper carries
 MODEL_KEY = "kdexam_model"  # in a word student's config.json: which class to rebuild

@@ -312,7 +312,8 @@ def read_records(spec: data.DatasetSpec, split: str) -> list[dict]:
     def ids(labels: list[str], where: str | list[str], what: str) -> list[int]:
         for i, label in enumerate(labels):
             if label not in index:
-                raise DataError(f"{where if isinstance(where, str) else where[i]}: {what} {label!r} is not in the label set of {spec.key} "
+                place = where if isinstance(where, str) else where[i]
+                raise DataError(f"{place}: {what} {label!r} is not in the label set of {spec.key} "
                                 f"({', '.join(spec.labels)}: " + ("its labels:" if d.get("labels_from") == "labels" else
                                                                   "the labels of its train split") +
                                 "); correct the line, or add the label to labels: in the params file.")

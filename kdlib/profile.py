@@ -17,7 +17,7 @@ examples, so the ratios between models are fair:
   latency, and its test F1 beside the fp32 model's on the same examples.
 
 `run_profile` writes `profile.json` (the numbers, the machine, library versions and settings) and the ONNX files
-into the run folder; kdlib.profile_tables shows it and kdlib.report reads it. `python -m kdlib.profile memory ...`
+into the run folder; kdlib.profile_tables shows it and kdlib.results reads it. `python -m kdlib.profile memory ...`
 is the fresh process.
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ def find_models(study_dir: str | os.PathLike, dataset: str | dict | data.Dataset
     """The teacher, then one run per student architecture (the distilled one with the lowest seed first).
 
     Cost depends on the architecture only, so variants and seeds of a student share its profile; quality per
-    variant and seed is read from metrics.json by kdlib.report.
+    variant and seed is read from metrics.json by kdlib.results.
     """
     study_dir, key = Path(study_dir), data.get_spec(dataset).key
     teacher = rundir.teacher_dir(study_dir, key)

@@ -171,7 +171,7 @@ def profile_models(study_dir: str | os.PathLike) -> pd.DataFrame:
     for folder, prof in _profiles(study_dir):
         for m in prof["models"]:
             memory = m.get("memory") or {}
-            mb = lambda key: m[key] / 2**20 if m.get(key) is not None else None  # noqa: E731
+            mb = lambda key, m=m: m[key] / 2**20 if m.get(key) is not None else None  # noqa: E731
             rows.append({"dataset": prof["dataset"], "model": m["model"], "parameters": m["parameters"],
                          "size_mb": mb("safetensors_bytes"), "onnx_mb": mb("onnx_bytes"), "int8_mb": mb("int8_bytes"),
                          **{f"{prefix}ram_mb": _ram(memory.get(engine))
@@ -485,7 +485,7 @@ def paper_claims(board: pd.DataFrame) -> pd.DataFrame:
     size = median([_ratio(b.get("size_mb"), t.get("size_mb")) for b, t in pairs])
     out.append({"claim": "BiLSTM size as a share of the teacher's (median)", "paper": "about 3%",
                 "ours": f"{100 * size:.1f}%", "datasets": len(datasets)})
-    for cost, (column, name) in COSTS.items():
+    for column, name in COSTS.values():
         undominated = _word_students_undominated(board, column)
         out.append({"claim": f"a word student (BiLSTM/CNN) is not beaten by any BERT student at once on F1 and {name}",
                     "paper": "BiLSTM/CNN give the best quality per unit of cost",

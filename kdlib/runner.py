@@ -23,8 +23,15 @@ from typing import Any
 from kdlib import parallel, params, rundir
 from kdlib.config import AblationVariant, Study, Variant
 from kdlib.errors import ConfigError, KdExamError
-from kdlib.params import (AblationParams, AnalysisParams, DistillParams, ProfileParams, TeacherParams, defaults,
-                          get_student)
+from kdlib.params import (
+    AblationParams,
+    AnalysisParams,
+    DistillParams,
+    ProfileParams,
+    TeacherParams,
+    defaults,
+    get_student,
+)
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +273,8 @@ def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: 
     out = rundir.analysis_dir(study_dir)
     notebook = notebooks_dir / NOTEBOOKS["analysis"]
     analysis = Run("analysis", rundir.ALL, "analysis", notebook, out, {
-        **defaults(AnalysisParams), "study_dir": str(study_dir), "out_dir": str(out), "executed_notebook": str(out / notebook.name),
+        **defaults(AnalysisParams), "study_dir": str(study_dir), "out_dir": str(out),
+        "executed_notebook": str(out / notebook.name),
         "prepare_if_missing": False}, needs=tuple(r.out_dir for r in profiles))
     return [*profiles, analysis]
 
@@ -274,7 +282,8 @@ def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: 
 # Keys that say where a run lives or how it is executed, not what it computes: another --jobs or --data-dir (the
 # same IndoNLU files elsewhere) does not make a finished run stale. Paths into the outputs folder (teacher_dir)
 # are compared relative to it, so a moved outputs folder does not either.
-NOT_SETTINGS = {"threads", "device", "executed_notebook", "data_dir", "out_dir", "models_dir", "embedding_dir", "study_dir",
+NOT_SETTINGS = {"threads", "device", "executed_notebook", "data_dir", "out_dir", "models_dir", "embedding_dir",
+                "study_dir",
                 "baseline_dir", "cache_dir"}
 
 

@@ -22,8 +22,20 @@ from kdlib import augment, data, models, progress, rundir
 from kdlib import cache as cache_lib
 from kdlib.errors import ConfigError
 from kdlib.params import OFFLINE_TEACHER, TINY_RANDOM, TeacherParams
-from kdlib.train import (Collator, FitResult, TrainConfig, device_name, fallback_label, fit, predict_logits,
-                         predictions, resolve_device, score_ids, set_seed, set_threads)
+from kdlib.train import (
+    Collator,
+    FitResult,
+    TrainConfig,
+    device_name,
+    fallback_label,
+    fit,
+    predict_logits,
+    predictions,
+    resolve_device,
+    score_ids,
+    set_seed,
+    set_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +188,8 @@ def _own_suffix(spec: data.DatasetSpec) -> str:
 def bert_features(ds, tokenizer, spec: data.DatasetSpec, max_length: int) -> list[dict]:
     enc = ds.map(data.encode_for_bert, batched=True, remove_columns=ds.column_names,
                  fn_kwargs={"tokenizer": tokenizer, "spec": spec, "max_length": max_length})
-    keep = [c for c in ("input_ids", "attention_mask", "token_type_ids", "word_index", "labels") if c in enc.column_names]
+    keep = [c for c in ("input_ids", "attention_mask", "token_type_ids", "word_index", "labels")
+            if c in enc.column_names]
     return enc.select_columns(keep).to_list()
 
 
@@ -222,7 +235,8 @@ def run_teacher(p: TeacherParams) -> RunResult:
     model_dir = out / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    rundir.write_json(out / rundir.TEACHER_INFO, {"dataset": spec.key, "base_model": p.base_model, "max_length": p.max_length,
+    rundir.write_json(out / rundir.TEACHER_INFO, {"dataset": spec.key, "base_model": p.base_model,
+                                                  "max_length": p.max_length,
                                            "logit_train_examples": p.logit_train_examples,
                                            "pooling": _pooling_record(model, spec)})
 

@@ -107,7 +107,8 @@ class BucketBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0, pool: int = 50):
-        self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = list(lengths), batch_size, shuffle, seed, pool
+        self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
+        self.seed, self.pool = seed, pool
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -316,7 +317,8 @@ def fit(model: torch.nn.Module, train_features: Sequence[dict], valid_features: 
         optimizer.load_state_dict(state["optimizer"])  # its state follows the parameters' device
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        result.history, result.best_epoch, result.best_valid = state["history"], state["best_epoch"], state["best_valid"]
+        result.history, result.best_epoch = state["history"], state["best_epoch"]
+        result.best_valid = state["best_valid"]
         start_epoch, bad_epochs = state["epoch"], state["bad_epochs"]
         result.resumed_from_epoch = start_epoch
         if result.best_epoch == start_epoch:  # killed between checkpoint.pt and best.pt, perhaps: its weights are best
