@@ -337,8 +337,11 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
                                    "F1 (its variant chosen on validation F1) whose latency, size on disk and RAM fit "
                                    "the limits, with its F1, Δ to the teacher and costs. When nothing fits, names "
                                    "the limit that excludes every student and what the cheapest one would need.")
-    p.add_argument("--study", required=True, metavar="DIR", help="study folder, e.g. outputs/quickstart")
+    p.add_argument("--study", required=True, metavar="DIR",
+                   help="study folder, e.g. outputs/quickstart, or a published one, e.g. reports/exam-offline")
     p.add_argument("--dataset", "-d", metavar="KEY", help="only this dataset (default: every profiled one)")
+    p.add_argument("--published", metavar="DIR", help="the study's published folder (e.g. reports/<study>): its "
+                   "runs and profiles count for those not in --study")
     _add_budget(p)
     p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format")
     p.set_defaults(func=_recommend)
@@ -361,7 +364,8 @@ def _add_budget(p: argparse.ArgumentParser) -> None:
 def _recommendations(args: argparse.Namespace, study) -> tuple[list, object]:
     from kdlib import recommend, results
 
-    board = results.scoreboard(results.study_frame(study, threads=args.threads, inputs=args.inputs))
+    board = results.scoreboard(results.study_frame(study, threads=args.threads, inputs=args.inputs,
+                                                   published=getattr(args, "published", None)))
     recs = recommend.recommend(board, dataset=args.dataset, max_latency_ms=args.max_latency_ms,
                                max_size_mb=args.max_size_mb, max_ram_mb=args.max_ram_mb, engine=args.engine,
                                batch=args.batch)

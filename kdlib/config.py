@@ -54,6 +54,7 @@ TOP_KEYS = {"study", "description", "data_dir", "output_dir", "datasets", "seeds
 TOP_KEYS |= {"device"}  # auto | cpu | cuda for training and logit caching: how runs execute, like threads
 TOP_KEYS |= {"ablation"}  # the ablation stages (notebooks 03-05), parsed by _ablation below
 TOP_KEYS |= {"teachers_from"}  # another study's finished teachers, instead of training this study's own
+TOP_KEYS |= {"published"}  # the study's published folder (reports/<study>): datasets finished elsewhere count
 # Set by the runner per run, never by a params file.
 RUN_OWNED = {"dataset", "out_dir", "data_dir", "seed", "threads", "student", "teacher_dir", "loss", "alpha",
              "temperature", "student_options"}
@@ -128,6 +129,7 @@ class Study:
     profile: dict[str, Any] | None = None  # ProfileParams settings when the file has a profile: section
     tracking: str | None = None  # "mlflow": log every finished run to MLflow (kdlib.tracking)
     teachers_from: str | None = None  # a study name (under output_dir) or study folder whose teachers this one reads
+    published: str | None = None  # its published folder (absolute; kdlib.published), e.g. reports/<study>
 
     def teachers_dir(self, root: Path) -> Path:
         """The study folder whose teacher/<dataset>/teacher runs this study's students read: a study name is a
@@ -408,7 +410,7 @@ def load_params(path: str | os.PathLike) -> Study:
                  ablation=_ablation(raw.get("ablation"), path, students, datasets),
                  profile=_profile(raw.get("profile", False), path, datasets),
                  tracking=_tracking(raw.get("tracking"), path),
-                 teachers_from=_teachers_from(raw, path, per_dataset))
+                 teachers_from=_teachers_from(raw, path, per_dataset), published=_published(raw, path, base))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -646,6 +648,22 @@ def _tracking(raw: Any, path: Path) -> str | None:
     if raw not in TRACKERS:
         raise ConfigError(f"{path}: tracking: {raw!r} is not a tracker; known: {', '.join(TRACKERS)}.")
     return raw
+
+
+def _published(raw: dict, path: Path, base: Path) -> str | None:
+    """`published: ../reports/S`: the folder `kdexam report --publish` writes for this study (it may not exist yet);
+    relative to the params file's folder."""
+    value = raw.get("published")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: published: the study's published folder (e.g. ../reports/{raw['study']}), got "
+                          f"{value!r}.")
+    folder = Path(_file_relative(value, base))
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{path}: published: {folder} is a file, not a folder; name the folder `kdexam report "
+                          "--publish` writes.")
+    return str(folder)
 
 
 # ----------------------------------------------------------------------------------------------------------------

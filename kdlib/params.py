@@ -271,6 +271,7 @@ class AnalysisParams:
     max_size_mb: float | None = None  # example budget: MB on disk; None: no limit
     max_ram_mb: float | None = None  # example budget: MB of RAM; None: no limit
     executed_notebook: str = ""  # this notebook as papermill saves it (set by the runner); "": no report.html
+    published_dir: str | None = None  # the study's published folder: its runs and profiles count where not here
     prepare_if_missing: bool = False  # standalone use: profile a tiny study first if study_dir has no profile
     demo_dataset: str = "smsa"  # standalone use: the dataset of that tiny study
     data_dir: str | None = None  # standalone use: IndoNLU data folder; None: $KDEXAM_DATA_DIR, else data/indonlu

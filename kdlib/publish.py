@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from kdlib import baselines, plots, results, rundir, stats
+from kdlib import baselines, plots, published, results, rundir, stats
 from kdlib.errors import KdExamError
 
 MAX_MB = 20
@@ -93,24 +94,35 @@ def _in_model_order(table: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(keys, key=lambda c: c.map(order) if c.name == "model" else c).reset_index(drop=True)
 
 
-def merge_published(frame: pd.DataFrame, study_dir: Path, runs_csv: Path) -> tuple[pd.DataFrame, int]:
-    """This machine's finished runs plus the rows of an earlier runs.csv for runs not here (finished in an earlier
-    session or on another machine, whose folders are gone): a long study is published part by part. A run found
-    here replaces its old row. Returns the union and how many old rows it kept."""
-    if not runs_csv.is_file():
-        return frame, 0
-    try:
-        old = pd.read_csv(runs_csv)
-    except (ValueError, OSError) as e:
-        raise KdExamError(f"{runs_csv}: unreadable ({e}); restore it from git or delete it to publish this machine's "
-                          "runs only.") from None
-    if "run_dir" not in old.columns:
-        raise KdExamError(f"{runs_csv}: has no run_dir column, so it is not a kd-exam runs.csv; restore or delete it.")
-    here = set(relative_runs(frame, study_dir)["run_dir"])
-    kept = old[~old["run_dir"].isin(here)]
-    kept = kept.assign(run_dir=[str(study_dir / d) for d in kept["run_dir"]])  # no folder: CIs fall back to seeds
-    merged = pd.concat([kept, frame], ignore_index=True)
-    return merged[frame.columns], len(kept)
+def merge_published(frame: pd.DataFrame, study_dir: Path, out_dir: Path) -> tuple[pd.DataFrame, int]:
+    """This machine's finished runs plus the published rows of runs not here (finished in an earlier session or on
+    another machine, whose folders are gone): a long study is published part by part. A run found here replaces its
+    old row. Returns the union and how many old rows it kept."""
+    kept = published.absent_rows(frame, study_dir, out_dir)
+    return (pd.concat([kept, frame], ignore_index=True).infer_objects() if len(kept) else frame), len(kept)
+
+
+def write_settings(frame: pd.DataFrame, study_dir: Path, out_dir: Path, profiled: Sequence[str]) -> None:
+    """settings.json: the settings of every published run and profile (kdlib.published), this machine's replacing
+    older ones, so `kdexam run` can tell a published run from one the study file has changed since."""
+    table = published.settings(out_dir)
+    profiles = [rundir.profile_dir(study_dir, d) for d in profiled]
+    for run_dir in [*frame["run_dir"], *profiles]:
+        if (mine := published.portable_settings(run_dir)) is not None:
+            table[published.relative(run_dir, study_dir)] = mine
+    listed = {published.relative(d, study_dir) for d in [*frame["run_dir"], *profiles]}
+    rundir.write_json(out_dir / published.SETTINGS, {k: v for k, v in sorted(table.items()) if k in listed})
+
+
+def write_profiles(study_dir: Path, out_dir: Path) -> list[str]:
+    """profiles/<dataset>.json: this machine's profile of each dataset replaces the published one; the others stay.
+    Returns the datasets that have a published profile now."""
+    folder = out_dir / published.PROFILES
+    for path in sorted(study_dir.rglob(rundir.PROFILE)):
+        if rundir.is_done(path.parent) and (prof := rundir.read_or_skip(path)) is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            rundir.write_json(folder / f"{prof['dataset']}.json", prof)
+    return sorted(published.profiles(out_dir))
 
 
 def relative_runs(frame: pd.DataFrame, study_dir: Path) -> pd.DataFrame:
@@ -171,8 +183,10 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     frame = results.collect(study_dir)
     if frame.empty:
         raise KdExamError(f"no finished run under {study_dir}: nothing to publish.")
-    frame, kept = merge_published(frame, study_dir, out_dir / "runs.csv")
+    frame, kept = merge_published(frame, study_dir, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    profiled = write_profiles(study_dir, out_dir)
+    write_settings(frame, study_dir, out_dir, profiled)
     for stale in ("tables", "figures"):  # tables and figures are redrawn from runs.csv every time
         shutil.rmtree(out_dir / stale, ignore_errors=True)
     relative_runs(frame, study_dir).to_csv(out_dir / "runs.csv", index=False)
@@ -181,6 +195,9 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
               "gap_to_teacher": gap_table(frame), "teacher_check": teacher_check(frame),
               "teachers_vs_indonlu": baselines.teachers_beside_indonlu(frame),
               "runs": results.run_table(quality) if not quality.empty else pd.DataFrame()}
+    if profiled:
+        board = results.scoreboard(results.study_frame(study_dir, published=out_dir))
+        tables["costs"] = results.cost_table(board[board["dataset"].isin(profiled)]).reset_index()
     for name, table in tables.items():
         path = out_dir / "tables" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,10 @@ def recommend(board: pd.DataFrame, *, dataset: str | None = None, max_latency_ms
     if engine not in ENGINE_COLUMNS:
         raise KdExamError(f"unknown engine {engine!r}; one of {', '.join(ENGINE_COLUMNS)}.")
     cols = budget_columns(engine, batch)
+    if "size_mb" not in board or board["size_mb"].isna().all():
+        raise KdExamError(f"no dataset of {', '.join(dict.fromkeys(board['dataset']))} is profiled yet: nothing to "
+                          "weigh against a budget; run the study's profile stage (`kdexam run PARAMS --stage "
+                          "profile`) or `kdexam profile`, then publish it.")
     if cols["latency"] not in board:
         raise KdExamError(f"no {engine} latency at batch {batch} in the profiles; profiled batches: "
                           f"{', '.join(map(str, batches(board, engine))) or 'none'}.")

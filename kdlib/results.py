@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kdlib import published as kdpublished
 from kdlib import rundir
 from kdlib.data import DATASETS, get_spec
 from kdlib.errors import KdExamError
@@ -160,15 +161,19 @@ LATENCY_COLUMNS = ["dataset", "model", "engine", "threads", "batch", "inputs", "
                    "examples_per_s", "runs", "mean_width"]
 
 
-def _profiles(study_dir: str | os.PathLike) -> list[tuple[Path, dict]]:
+def _profiles(study_dir: str | os.PathLike, published_dir: str | os.PathLike | None = None) -> list[tuple[Path, dict]]:
+    """Every profile.json under the study, and the published profile (kdlib.published) of each dataset not profiled
+    here."""
     read = [(path.parent, rundir.read_or_skip(path)) for path in sorted(Path(study_dir).rglob(rundir.PROFILE))]
-    return [(folder, prof) for folder, prof in read if prof is not None]
+    here = [(folder, prof) for folder, prof in read if prof is not None]
+    mine = {prof["dataset"] for _, prof in here}
+    return here + [found for dataset, found in kdpublished.profiles(published_dir).items() if dataset not in mine]
 
 
-def profile_models(study_dir: str | os.PathLike) -> pd.DataFrame:
+def profile_models(study_dir: str | os.PathLike, published_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per dataset × profiled model: parameters, MB on disk and in RAM per engine, F1 per engine."""
     rows = []
-    for folder, prof in _profiles(study_dir):
+    for folder, prof in _profiles(study_dir, published_dir):
         for m in prof["models"]:
             memory = m.get("memory") or {}
             mb = lambda key, m=m: m[key] / 2**20 if m.get(key) is not None else None  # noqa: E731
@@ -188,18 +193,21 @@ def _ram(memory: dict | None) -> float | None:
     return memory.get("resident_mb", memory.get("model_mb"))
 
 
-def profile_latency(study_dir: str | os.PathLike) -> pd.DataFrame:
+def profile_latency(study_dir: str | os.PathLike, published_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Every latency measurement of a study: one row per dataset × model × engine × threads × batch × inputs."""
-    rows = [{"dataset": prof["dataset"], **row} for _, prof in _profiles(study_dir) for row in prof["latency"]]
+    rows = [{"dataset": prof["dataset"], **row} for _, prof in _profiles(study_dir, published_dir)
+            for row in prof["latency"]]
     return pd.DataFrame(rows).reindex(columns=LATENCY_COLUMNS)
 
 
-def costs(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real") -> pd.DataFrame:
+def costs(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real",
+          published: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per dataset × model: sizes, RAM, F1 per engine and `<engine>_ms_b<batch>` median latencies.
 
-    `threads` picks the thread count of the latencies (0: the largest one profiled, i.e. all cores).
+    `threads` picks the thread count of the latencies (0: the largest one profiled, i.e. all cores); `published`: a
+    published folder whose profiles count for the datasets not profiled here (kdlib.published).
     """
-    models, latency = profile_models(study_dir), profile_latency(study_dir)
+    models, latency = profile_models(study_dir, published), profile_latency(study_dir, published)
     if models.empty:
         raise KdExamError(f"no {rundir.PROFILE} under {study_dir}; profile the study first (notebooks/06_profile, or "
                           "`kdexam profile --study ... --dataset ...`).")
@@ -225,19 +233,26 @@ def group_of(dataset: str, shape: str | None = None) -> str:
     return GROUPS[shape if isinstance(shape, str) else get_spec(dataset).shape]
 
 
-def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real") -> pd.DataFrame:
+def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real",
+                published: str | os.PathLike | None = None) -> pd.DataFrame:
     """Every finished teacher/distill run (one row per dataset × model × variant × seed) with its model's costs.
 
-    Cost columns are empty for datasets without a profile yet.
+    `published`: a study's published folder (kdlib.published; default: study_dir itself when it is one, e.g.
+    reports/<study>): its rows and profiles count for the runs and datasets not on this machine. Cost columns are
+    empty for datasets without a profile yet.
     """
+    published = published or kdpublished.default_folder(study_dir)
     runs = collect(study_dir)
+    if len(elsewhere := kdpublished.absent_rows(runs, study_dir, published)):
+        runs = pd.concat([elsewhere, runs], ignore_index=True).infer_objects()
     runs = runs[runs["stage"].isin(QUALITY_STAGES)]
     if runs.empty:
-        raise KdExamError(f"no finished teacher or student run under {study_dir}; run the study with `kdexam run`.")
+        raise KdExamError(f"no finished teacher or student run under {study_dir}"
+                          f"{' or in ' + str(published) if published else ''}; run the study with `kdexam run`.")
     try:
-        cost = costs(study_dir, threads=threads, inputs=inputs)
+        cost = costs(study_dir, threads=threads, inputs=inputs, published=published)
     except KdExamError:
-        if _profiles(study_dir):
+        if _profiles(study_dir, published):
             raise
         cost = pd.DataFrame(columns=["dataset", "model"])
     frame = runs.merge(cost.drop(columns=["parameters"], errors="ignore"), on=["dataset", "model"], how="left")

@@ -80,6 +80,13 @@ def outputs_root(run_folder: str | os.PathLike) -> Path:
     return Path(run_folder).parents[3]
 
 
+# Parameters that say where a run lives or how it is executed, not what it computes: another --jobs or --data-dir
+# (the same IndoNLU files elsewhere) does not make a finished run stale (kdlib.runner), nor a published one
+# (kdlib.published).
+NOT_SETTINGS = frozenset({"threads", "device", "executed_notebook", "data_dir", "out_dir", "models_dir",
+                          "embedding_dir", "study_dir", "baseline_dir", "cache_dir", "published_dir"})
+
+
 # Names that become folders (the study, each run's folder): short, and safe on every file system and in a shell.
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 FOLDER_RULE = "at most 100 letters, digits, '.', '_' or '-', starting with a letter or digit"

@@ -20,7 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from kdlib import parallel, params, rundir
+from kdlib import parallel, params, published, rundir
 from kdlib.config import AblationVariant, Study, Variant
 from kdlib.errors import ConfigError, KdExamError
 from kdlib.params import (
@@ -274,17 +274,12 @@ def profile_runs(study: Study, runs: list[Run], study_dir: Path, notebooks_dir: 
     notebook = notebooks_dir / NOTEBOOKS["analysis"]
     analysis = Run("analysis", rundir.ALL, "analysis", notebook, out, {
         **defaults(AnalysisParams), "study_dir": str(study_dir), "out_dir": str(out),
-        "executed_notebook": str(out / notebook.name),
+        "executed_notebook": str(out / notebook.name), "published_dir": study.published,
         "prepare_if_missing": False}, needs=tuple(r.out_dir for r in profiles))
     return [*profiles, analysis]
 
 
-# Keys that say where a run lives or how it is executed, not what it computes: another --jobs or --data-dir (the
-# same IndoNLU files elsewhere) does not make a finished run stale. Paths into the outputs folder (teacher_dir)
-# are compared relative to it, so a moved outputs folder does not either.
-NOT_SETTINGS = {"threads", "device", "executed_notebook", "data_dir", "out_dir", "models_dir", "embedding_dir",
-                "study_dir",
-                "baseline_dir", "cache_dir"}
+NOT_SETTINGS = rundir.NOT_SETTINGS  # where a run lives or how it runs, not what it computes
 
 
 def _recipe_default(stage: str, key: str) -> Any:
@@ -312,6 +307,13 @@ def changed_settings(run: Run) -> list[str]:
         reason = "truncated or corrupt" if isinstance(e, KdExamError) else type(e).__name__
         return [f"its {path.name} is unreadable ({reason}), so its settings are unknown; delete {run.out_dir} to "
                 "redo it"]
+    return settings_diff(run, recorded, old_root)
+
+
+def settings_diff(run: Run, recorded: dict, old_root: str) -> list[str]:
+    """How `recorded` (a run's parameters, its paths under the outputs folder `old_root`) differs from the planned
+    ones, as 'key: old -> new'. Paths into the outputs folder (teacher_dir) are compared relative to it, so a moved
+    outputs folder does not make a run stale."""
     new_root = _outputs_root_str(run.out_dir)
 
     def portable(value: Any) -> Any:
@@ -352,6 +354,31 @@ def stale_runs(runs: list[Run]) -> dict[Path, list[str]]:
         if diff:
             stale[run.out_dir] = diff
     return stale
+
+
+def drop_published(study: Study, runs: list[Run], root: Path) -> tuple[list[Run], list[str]]:
+    """With a `published:` folder (kdlib.published): the runs of every dataset whose teacher, students and profile
+    are all published with the planned settings are dropped where they are not on this machine, and the analysis
+    stops waiting for them (it reads them from the folder). A dataset published in part is run here in full: its
+    students need its teacher, its profile every model. Returns the runs left and the names of those dropped."""
+    if not study.published or study.profile is None:
+        return runs, []
+    study_dir = study.study_dir(root)
+    table = published.runs(study.published)
+    listed = set(table["run_dir"]) if table is not None else set()
+    recorded, profiled = published.settings(study.published), published.profiles(study.published)
+
+    def is_published(run: Run) -> bool:
+        key = published.relative(run.out_dir, study_dir)
+        return ((run.stage == "profile" or key in listed) and key in recorded
+                and not settings_diff(run, recorded[key], published.OUTPUTS))
+
+    complete = {d for d in profiled if all(is_published(r) for r in runs if r.dataset == d and r.stage in
+                                           ("teacher", "distill", "profile"))}
+    dropped = [r for r in runs if r.dataset in complete and r.stage != "analysis" and not rundir.is_done(r.out_dir)]
+    gone = {r.out_dir for r in dropped}
+    kept = [replace(r, needs=tuple(n for n in r.needs if n not in gone)) for r in runs if r.out_dir not in gone]
+    return kept, [r.name for r in dropped]
 
 
 def outdated_runs(runs: list[Run], redo: Collection[Path] = ()) -> list[Path]:
@@ -608,8 +635,12 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
         chosen = {study.dataset_key(str(d)) for d in datasets}
         runs = [r for r in runs if r.dataset in chosen]
     check_parameters(runs)
+    runs, elsewhere = (runs, []) if force else drop_published(study, runs, root)
     stale = {} if force else stale_runs(runs)
     echo(f"study {study.name}: {len(runs)} runs -> {study.study_dir(root)}")
+    if elsewhere:
+        echo(f"  {len(elsewhere)} run(s) published in {study.published}, with these settings and not on this machine: "
+             "skipped (--force redoes them)")
     missing = missing_teachers(study, root)
     if study.teachers_from:
         echo(f"  teachers from {study.teachers_dir(root)}" + (": SOME MISSING" if missing else " (finished)"))
@@ -624,12 +655,14 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
             elif run.out_dir in outdated:
                 state = "done, redone after the runs it reads"
             echo(f"  {run.name} ({state})")
+        for name in elsewhere:
+            echo(f"  {name} (published)")
         if stale:
             echo(f"{len(stale)} finished run(s) CHANGED: a real run refuses to start until you pass --rerun-changed "
                  "(or restore the old settings)")
         if missing:
             raise ConfigError(missing)  # the runs are listed; a real run would refuse to start
-        return Summary(skipped=[r.name for r in runs])
+        return Summary(skipped=[r.name for r in runs] + elsewhere)
     if missing:
         raise ConfigError(missing)
     if stale and not rerun_changed:
@@ -650,6 +683,7 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
         on_done = tracking.mlflow_logger(study.name, study.study_dir(root).parent / "mlruns", echo=echo)
     summary = execute(runs, force=force, kernel=kernel, jobs=jobs, scheduler=scheduler, echo=echo, on_done=on_done,
                       redo={*stale, *outdated, *afresh})
+    summary.skipped += elsewhere
     echo(summary.render())
     sys.stdout.flush()
     return summary

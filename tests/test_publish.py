@@ -1,12 +1,14 @@
 """`kdexam report --publish`: the committed folder of a study, on synthetic run folders (no training)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 import pandas as pd
 import pytest
 
 from kdlib import cli, publish, rundir
-from kdlib.errors import KdExamError
+from kdlib.errors import ConfigError, KdExamError
 from tests.test_report import make_study
 
 matplotlib.use("Agg")
@@ -106,3 +108,96 @@ def test_a_republish_keeps_the_runs_of_earlier_sessions(study, tmp_path):
     (out / "runs.csv").write_text("not,a\nruns file\n")
     with pytest.raises(KdExamError, match="has no run_dir column"):
         publish.publish(study, out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A study that outlives its machine: profiles and settings are published, read back by the analysis and recommend
+# (kdlib.results.study_frame) and by the runner, which skips the datasets published in full (kdlib.published).
+
+def test_profiles_and_costs_survive_a_new_machine(tmp_path, capsys):
+    import shutil
+
+    from kdlib import published, results
+
+    study = make_study(tmp_path / "outputs" / "s", QUALITY, profiled=("smsa",))
+    out = tmp_path / "reports" / "s"
+    publish.publish(study, out)
+    assert sorted(p.name for p in (out / "profiles").iterdir()) == ["smsa.json"]
+    costs = pd.read_csv(out / "tables" / "costs.csv")
+    assert set(costs["dataset"]) == {"smsa"} and "× b1" in costs.columns
+    before = results.study_frame(study)
+    shutil.rmtree(study)  # a new machine: nothing under outputs/
+    after = results.study_frame(out)  # the published folder as the study
+    key = ["dataset", "model", "variant", "seed"]
+    assert after.sort_values(key)[key + ["f1", "size_mb", "torch_ms_b1"]].reset_index(drop=True).equals(
+        before.sort_values(key)[key + ["f1", "size_mb", "torch_ms_b1"]].reset_index(drop=True))
+    assert cli.main(["recommend", "--study", str(out), "--max-latency-ms", "3"]) == 0
+    assert "smsa" in capsys.readouterr().out
+    # a later session profiles nergrit on its machine: both profiles count, its own one first
+    again = make_study(tmp_path / "outputs" / "s", {"nergrit": QUALITY["nergrit"]}, profiled=("nergrit",))
+    frame = results.study_frame(again, published=out)
+    assert set(frame.dropna(subset=["size_mb"])["dataset"]) == {"smsa", "nergrit"}
+    assert len(frame) == len(before)
+    publish.publish(again, out)
+    assert sorted(published.profiles(out)) == ["nergrit", "smsa"]
+    (out / "profiles" / "smsa.json").write_text("{ truncated")
+    with pytest.raises(KdExamError, match=r"smsa.json: truncated or corrupt JSON .*restore it from git"):
+        results.study_frame(out)
+
+
+def test_the_runner_skips_datasets_published_in_full_with_the_same_settings(tmp_path, tiny_data_dir, capsys):
+    import shutil
+    import textwrap
+
+    from kdlib import config, runner
+    from tests.test_profile import STUDY
+
+    path = tmp_path / "params" / "study.yaml"
+    path.parent.mkdir()
+    text = textwrap.dedent(STUDY.format(out=tmp_path / "out")) + "profile: {runs: 3, thread_counts: [1]}\n"
+    path.write_text(text + "published: ../reports/tiny-profile\n")
+    study = config.load_params(path)
+    assert study.published == str(tmp_path / "reports" / "tiny-profile")
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    study_dir = study.study_dir(tmp_path)
+    for run in runs:  # every smsa run finished on "the old machine", as the runner leaves it
+        if run.dataset != "smsa":
+            continue
+        rundir.write_json(run.out_dir / rundir.PARAMS, {"run": run.name, "parameters": run.parameters})
+        if run.stage == "profile":
+            rundir.write_json(run.out_dir / rundir.PROFILE, {
+                "stage": "profile", "dataset": "smsa", "machine": {},
+                "models": [{"model": "teacher", "parameters": 10, "safetensors_bytes": 40}],
+                "latency": [{"model": "teacher", "engine": "torch", "threads": 1, "batch": 1, "inputs": "real",
+                             "median_ms": 2.0}]})
+        else:
+            model = "teacher" if run.stage == "teacher" else run.parameters["student"]
+            rundir.write_json(run.out_dir / rundir.METRICS, {
+                "stage": run.stage, "dataset": "smsa", "model": model, "variant": "v", "seed": 0, "f1": 0.5,
+                "valid": {"f1": 0.5}, "parameters": 10})
+        rundir.mark_done(run.out_dir)
+    publish.publish(study_dir, study.published)
+    shutil.rmtree(study_dir)
+
+    def dry_run() -> str:
+        runner.run_study(str(path), dry_run=True, root=tmp_path, data_dir=str(tiny_data_dir))
+        return capsys.readouterr().out
+
+    shown = dry_run()
+    smsa = [r.name for r in runs if r.dataset == "smsa"]
+    assert all(f"{name} (published)" in shown for name in smsa) and "published in" in shown
+    assert "profile/nergrit/profile (to run)" in shown and "analysis/all/analysis (to run)" in shown
+    kept, dropped = runner.drop_published(study, runs, tmp_path)
+    assert dropped == smsa and kept[-1].needs == (rundir.profile_dir(study_dir, "nergrit"),)
+    assert kept[-1].parameters["published_dir"] == study.published
+    # a changed setting: smsa is no longer the published one, so it runs here in full
+    path.write_text(text.replace("variants: [mse, ce]", "variants: [mse, ce]\n  epochs: 7")
+                    + "published: ../reports/tiny-profile\n")
+    assert "teacher/smsa/teacher (to run)" in dry_run() and "(published)" not in dry_run()
+    # without its profile published, a dataset is not complete either
+    path.write_text(text + "published: ../reports/tiny-profile\n")
+    (Path(study.published) / "profiles" / "smsa.json").unlink()
+    assert "(published)" not in dry_run()
+    path.write_text(text + "published: 3\n")
+    with pytest.raises(ConfigError, match="published: the study's published folder"):
+        config.load_params(path)

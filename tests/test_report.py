@@ -71,6 +71,7 @@ def make_study(root, quality=QUALITY, profiled=("smsa", "nergrit")):
         rundir.write_json(root / "profile" / dataset / "profile" / rundir.PROFILE, {
             "stage": "profile", "dataset": dataset, "models": models, "latency": latency,
             "machine": {"cpu": "Test CPU", "cores": 2}, "settings": {}, "threads": [1, 2]})
+        rundir.mark_done(root / "profile" / dataset / "profile")
     return root
 
 

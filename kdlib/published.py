@@ -1,0 +1,116 @@
+"""A study's published folder read back: what earlier sessions or other machines finished, whose run folders are not
+on this machine (kdlib.publish writes the folder; `reports/<study>/` is the one place results are committed).
+
+- `runs.csv`: one row per finished run (kdlib.results.COLUMNS, run_dir relative to the study folder);
+- `settings.json`: each of those runs' settings (its parameters without kdlib.rundir.NOT_SETTINGS, paths into the
+  outputs folder written from OUTPUTS), so the runner can tell a published run from one the study file has changed;
+- `profiles/<dataset>.json`: each profiled dataset's profile.json (kdlib.profile), so costs survive too.
+
+A long study on 2 cores outlives its machine: `kdexam run` skips a dataset whose runs and profile are all published
+with the study file's settings (kdlib.runner), and the analysis and `kdexam recommend` read the published rows and
+profiles beside this machine's (kdlib.results.study_frame).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from kdlib import rundir
+from kdlib.errors import KdExamError
+
+RUNS = "runs.csv"
+SETTINGS = "settings.json"
+PROFILES = "profiles"
+OUTPUTS = "{outputs}"  # the outputs folder, in published settings
+
+
+def runs(folder: str | os.PathLike | None) -> pd.DataFrame | None:
+    """The published runs.csv of `folder` (None when there is none), run_dir as written (relative to the study)."""
+    path = Path(folder) / RUNS if folder else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, OSError) as e:
+        raise KdExamError(f"{path}: unreadable ({e}); restore it from git (`git checkout -- {path}`) or delete it to "
+                          "use this machine's runs only.") from None
+    if "run_dir" not in table.columns:
+        raise KdExamError(f"{path}: has no run_dir column, so it is not a kd-exam runs.csv; restore or delete it.")
+    return table
+
+
+def absent_rows(frame: pd.DataFrame, study_dir: str | os.PathLike, folder: str | os.PathLike | None) -> pd.DataFrame:
+    """The published rows of runs that `frame` (this machine's runs of the study) does not hold, their run_dir made
+    study_dir/<relative> (a folder that is not here: paired statistics fall back to seeds). A run found here
+    replaces its published row."""
+    table = runs(folder)
+    if table is None or table.empty:
+        return pd.DataFrame(columns=frame.columns)
+    study_dir = Path(study_dir)
+    here = {relative(d, study_dir) for d in frame["run_dir"]}
+    kept = table[~table["run_dir"].isin(here)]
+    return kept.assign(run_dir=[str(study_dir / d) for d in kept["run_dir"]]).reindex(columns=frame.columns)
+
+
+def relative(run_dir: str | os.PathLike, study_dir: str | os.PathLike) -> str:
+    """A run folder relative to its study, as runs.csv and settings.json name it."""
+    return Path(os.path.relpath(Path(run_dir).resolve(), Path(study_dir).resolve())).as_posix()
+
+
+def settings(folder: str | os.PathLike | None) -> dict[str, dict]:
+    """Published settings per run (relative run folder -> parameters); {} when the folder has none."""
+    path = Path(folder) / SETTINGS if folder else None
+    if path is None or not path.is_file():
+        return {}
+    table = _read(path)
+    if not all(isinstance(v, dict) for v in table.values()):
+        raise KdExamError(f"{path}: not a kd-exam settings file (a mapping of run folder -> parameters); restore it "
+                          "from git or delete it.")
+    return table
+
+
+def portable_settings(run_dir: str | os.PathLike) -> dict | None:
+    """A finished run's settings as published: its params.json without NOT_SETTINGS, the outputs folder written as
+    OUTPUTS; None for a run without a readable params.json (made outside the runner)."""
+    path = Path(run_dir) / rundir.PARAMS
+    if not path.is_file() or (recorded := rundir.read_or_skip(path)) is None:
+        return None
+    parameters = recorded.get("parameters")
+    if not isinstance(parameters, dict):
+        return None
+    root = str(rundir.outputs_root(parameters.get("out_dir") or run_dir))
+
+    def portable(value):
+        return OUTPUTS + value[len(root):] if isinstance(value, str) and value.startswith(root) else value
+
+    return {k: portable(v) for k, v in sorted(parameters.items()) if k not in rundir.NOT_SETTINGS}
+
+
+def profiles(folder: str | os.PathLike | None) -> dict[str, tuple[Path, dict]]:
+    """Published profiles per dataset: dataset -> (its file, the profile.json it holds)."""
+    folder = Path(folder) / PROFILES if folder else None
+    if folder is None or not folder.is_dir():
+        return {}
+    found = {}
+    for path in sorted(folder.glob("*.json")):
+        prof = _read(path)
+        if "models" not in prof or "latency" not in prof:
+            raise KdExamError(f"{path}: not a kd-exam profile (no models/latency); restore it from git or delete it.")
+        found[str(prof.get("dataset", path.stem))] = (path, prof)
+    return found
+
+
+def _read(path: Path) -> dict:
+    """A published JSON file; a corrupt one is an error that says to restore it (it is committed), not to redo."""
+    try:
+        return rundir.read_json(path)
+    except KdExamError as e:
+        raise KdExamError(f"{str(e).split('; ')[0]}; restore it from git (`git checkout -- {path}`) or delete "
+                          "it.") from None
+
+
+def default_folder(study_dir: str | os.PathLike) -> Path | None:
+    """A published folder given as the study itself (it holds runs.csv): `kdexam recommend --study reports/S`."""
+    return Path(study_dir) if (Path(study_dir) / RUNS).is_file() else None
