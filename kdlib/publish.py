@@ -108,16 +108,18 @@ def write_settings(frame: pd.DataFrame, study_dir: Path, out_dir: Path, profiled
     table = published.settings(out_dir)
     profiles = [rundir.profile_dir(study_dir, d) for d in profiled]
     for run_dir in [*frame["run_dir"], *profiles]:
-        if (mine := published.portable_settings(run_dir)) is not None:
+        if (mine := published.record(run_dir)) is not None:
             table[published.relative(run_dir, study_dir)] = mine
     listed = {published.relative(d, study_dir) for d in [*frame["run_dir"], *profiles]}
     rundir.write_json(out_dir / published.SETTINGS, {k: v for k, v in sorted(table.items()) if k in listed})
 
 
 def write_profiles(study_dir: Path, out_dir: Path) -> list[str]:
-    """profiles/<dataset>.json: this machine's profile of each dataset replaces the published one; the others stay.
-    Returns the datasets that have a published profile now."""
+    """profiles/<dataset>.json: this machine's profile of each dataset replaces the published one, and a dataset
+    whose teacher was trained again here loses its old one; the others stay. Returns the datasets profiled now."""
     folder = out_dir / published.PROFILES
+    for dataset in published.retrained(study_dir, out_dir):  # another teacher run's models: gone with its runs
+        (folder / f"{dataset}.json").unlink(missing_ok=True)
     for path in sorted(study_dir.rglob(rundir.PROFILE)):
         if rundir.is_done(path.parent) and (prof := rundir.read_or_skip(path)) is not None:
             folder.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,9 @@
 on this machine (kdlib.publish writes the folder; `reports/<study>/` is the one place results are committed).
 
 - `runs.csv`: one row per finished run (kdlib.results.COLUMNS, run_dir relative to the study folder);
-- `settings.json`: each of those runs' settings (its parameters without kdlib.rundir.NOT_SETTINGS, paths into the
-  outputs folder written from OUTPUTS), so the runner can tell a published run from one the study file has changed;
+- `settings.json`: when each of those runs finished and its settings (its parameters without
+  kdlib.rundir.NOT_SETTINGS, paths into the outputs folder written from OUTPUTS), so the runner can tell a published
+  run from one the study file has changed, and a teacher trained again from the one the published students read;
 - `profiles/<dataset>.json`: each profiled dataset's profile.json (kdlib.profile), so costs survive too.
 
 A long study on 2 cores outlives its machine: `kdexam run` skips a dataset whose runs and profile are all published
@@ -44,14 +45,34 @@ def runs(folder: str | os.PathLike | None) -> pd.DataFrame | None:
 def absent_rows(frame: pd.DataFrame, study_dir: str | os.PathLike, folder: str | os.PathLike | None) -> pd.DataFrame:
     """The published rows of runs that `frame` (this machine's runs of the study) does not hold, their run_dir made
     study_dir/<relative> (a folder that is not here: paired statistics fall back to seeds). A run found here
-    replaces its published row."""
+    replaces its published row, and a dataset whose teacher was trained again here keeps none of its published rows:
+    they were distilled from another run of the teacher."""
     table = runs(folder)
     if table is None or table.empty:
         return pd.DataFrame(columns=frame.columns)
     study_dir = Path(study_dir)
     here = {relative(d, study_dir) for d in frame["run_dir"]}
-    kept = table[~table["run_dir"].isin(here)]
+    kept = table[~table["run_dir"].isin(here) & ~table["dataset"].isin(retrained(study_dir, folder))]
     return kept.assign(run_dir=[str(study_dir / d) for d in kept["run_dir"]]).reindex(columns=frame.columns)
+
+
+def retrained(study_dir: str | os.PathLike, folder: str | os.PathLike | None) -> set[str]:
+    """The datasets whose teacher run here is not the published one (it finished at another time, or the folder does
+    not say when its teacher finished): their published runs and profile, distilled from or measured on another
+    run of the teacher, no longer count."""
+    teachers = Path(study_dir) / "teacher"
+    if not teachers.is_dir():
+        return set()
+    recorded = settings(folder)
+    found = set()
+    for d in teachers.iterdir():
+        run = rundir.teacher_dir(study_dir, d.name)
+        if rundir.is_done(run):
+            mine = (rundir.read_or_skip(run / rundir.DONE) or {}).get("finished")
+            theirs = recorded.get(relative(run, study_dir), {}).get("finished")
+            if mine is None or mine != theirs:
+                found.add(d.name)
+    return found
 
 
 def relative(run_dir: str | os.PathLike, study_dir: str | os.PathLike) -> str:
@@ -60,32 +81,37 @@ def relative(run_dir: str | os.PathLike, study_dir: str | os.PathLike) -> str:
 
 
 def settings(folder: str | os.PathLike | None) -> dict[str, dict]:
-    """Published settings per run (relative run folder -> parameters); {} when the folder has none."""
+    """Published runs' records (relative run folder -> {"finished", "parameters"}, see `record`); {} when the folder
+    has none."""
     path = Path(folder) / SETTINGS if folder else None
     if path is None or not path.is_file():
         return {}
     table = _read(path)
-    if not all(isinstance(v, dict) for v in table.values()):
-        raise KdExamError(f"{path}: not a kd-exam settings file (a mapping of run folder -> parameters); restore it "
+    if not all(isinstance(v, dict) and isinstance(v.get("parameters"), dict | None) for v in table.values()):
+        raise KdExamError(f"{path}: not a kd-exam settings file (run folder -> finished, parameters); restore it "
                           "from git or delete it.")
     return table
 
 
-def portable_settings(run_dir: str | os.PathLike) -> dict | None:
-    """A finished run's settings as published: its params.json without NOT_SETTINGS, the outputs folder written as
-    OUTPUTS; None for a run without a readable params.json (made outside the runner)."""
+def record(run_dir: str | os.PathLike) -> dict | None:
+    """A finished run as settings.json holds it: when it finished (done.json) and its settings (params.json without
+    NOT_SETTINGS, the outputs folder written as OUTPUTS; None for a run made outside the runner, which has none);
+    None for a run that is not finished."""
+    if not rundir.is_done(run_dir):
+        return None
+    finished = (rundir.read_or_skip(Path(run_dir) / rundir.DONE) or {}).get("finished")
     path = Path(run_dir) / rundir.PARAMS
-    if not path.is_file() or (recorded := rundir.read_or_skip(path)) is None:
-        return None
-    parameters = recorded.get("parameters")
+    recorded = rundir.read_or_skip(path) if path.is_file() else None
+    parameters = (recorded or {}).get("parameters")
     if not isinstance(parameters, dict):
-        return None
+        return {"finished": finished, "parameters": None}
     root = str(rundir.outputs_root(parameters.get("out_dir") or run_dir))
 
     def portable(value):
         return OUTPUTS + value[len(root):] if isinstance(value, str) and value.startswith(root) else value
 
-    return {k: portable(v) for k, v in sorted(parameters.items()) if k not in rundir.NOT_SETTINGS}
+    return {"finished": finished, "parameters": {k: portable(v) for k, v in sorted(parameters.items())
+                                                 if k not in rundir.NOT_SETTINGS}}
 
 
 def profiles(folder: str | os.PathLike | None) -> dict[str, tuple[Path, dict]]:

@@ -162,11 +162,11 @@ LATENCY_COLUMNS = ["dataset", "model", "engine", "threads", "batch", "inputs", "
 
 
 def _profiles(study_dir: str | os.PathLike, published_dir: str | os.PathLike | None = None) -> list[tuple[Path, dict]]:
-    """Every profile.json under the study, and the published profile (kdlib.published) of each dataset not profiled
-    here."""
+    """Every profile.json under the study, and the published profile (kdlib.published) of each dataset neither
+    profiled nor with its teacher trained again here."""
     read = [(path.parent, rundir.read_or_skip(path)) for path in sorted(Path(study_dir).rglob(rundir.PROFILE))]
     here = [(folder, prof) for folder, prof in read if prof is not None]
-    mine = {prof["dataset"] for _, prof in here}
+    mine = {prof["dataset"] for _, prof in here} | kdpublished.retrained(study_dir, published_dir)
     return here + [found for dataset, found in kdpublished.profiles(published_dir).items() if dataset not in mine]
 
 

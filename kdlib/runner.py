@@ -370,8 +370,9 @@ def drop_published(study: Study, runs: list[Run], root: Path) -> tuple[list[Run]
 
     def is_published(run: Run) -> bool:
         key = published.relative(run.out_dir, study_dir)
-        return ((run.stage == "profile" or key in listed) and key in recorded
-                and not settings_diff(run, recorded[key], published.OUTPUTS))
+        settings = recorded.get(key, {}).get("parameters")
+        return ((run.stage == "profile" or key in listed) and settings is not None
+                and not settings_diff(run, settings, published.OUTPUTS))
 
     complete = {d for d in profiled if all(is_published(r) for r in runs if r.dataset == d and r.stage in
                                            ("teacher", "distill", "profile"))}

@@ -145,6 +145,32 @@ def test_profiles_and_costs_survive_a_new_machine(tmp_path, capsys):
         results.study_frame(out)
 
 
+def test_a_teacher_trained_again_here_retires_its_datasets_published_runs_and_profile(tmp_path):
+    import shutil
+
+    from kdlib import published, results
+
+    study = make_study(tmp_path / "outputs" / "s", QUALITY, profiled=("smsa", "nergrit"))
+    out = tmp_path / "reports" / "s"
+    publish.publish(study, out)
+    shutil.rmtree(study)
+    # a new machine trains smsa's teacher again; its students and profile are not done yet
+    make_study(study, {"smsa": {"teacher": {"offline": [(0, 0.91, 0.9)]}}}, profiled=())
+    rundir.mark_done(study / "teacher" / "smsa" / "teacher", finished="2031-01-01T00:00:00+0000")
+    frame = results.study_frame(study, published=out)
+    smsa = frame[frame["dataset"] == "smsa"]
+    assert list(smsa["model"]) == ["teacher"] and smsa["f1"].iloc[0] == 0.91  # no student of the old teacher
+    assert smsa["size_mb"].isna().all()  # nor the old teacher's profile
+    nergrit = frame[frame["dataset"] == "nergrit"]
+    assert len(nergrit) == 6 and nergrit["size_mb"].notna().all()
+    publish.publish(study, out)
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs[(runs["dataset"] == "smsa") & (runs["stage"] == "teacher")]["run_dir"]) == ["teacher/smsa/teacher"]
+    assert not (runs["stage"] == "distill")[runs["dataset"] == "smsa"].any()
+    assert sorted(published.profiles(out)) == ["nergrit"]
+    assert set(published.settings(out)) <= set(runs["run_dir"]) | {"profile/nergrit/profile"}
+
+
 def test_the_runner_skips_datasets_published_in_full_with_the_same_settings(tmp_path, tiny_data_dir, capsys):
     import shutil
     import textwrap
