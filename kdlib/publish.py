@@ -109,8 +109,8 @@ def write_settings(frame: pd.DataFrame, study_dir: Path, out_dir: Path, profiled
     profiles = [rundir.profile_dir(study_dir, d) for d in profiled]
     for run_dir in [*frame["run_dir"], *profiles]:
         if (mine := published.record(run_dir)) is not None:
-            table[published.relative(run_dir, study_dir)] = mine
-    listed = {published.relative(d, study_dir) for d in [*frame["run_dir"], *profiles]}
+            table[published.relative(run_dir, study_dir, out_dir)] = mine
+    listed = {published.relative(d, study_dir, out_dir) for d in [*frame["run_dir"], *profiles]}
     rundir.write_json(out_dir / published.SETTINGS, {k: v for k, v in sorted(table.items()) if k in listed})
 
 
@@ -127,10 +127,24 @@ def write_profiles(study_dir: Path, out_dir: Path) -> list[str]:
     return sorted(published.profiles(out_dir))
 
 
-def relative_runs(frame: pd.DataFrame, study_dir: Path) -> pd.DataFrame:
-    """runs.csv: run folders relative to the study, so the file reads the same on any machine."""
-    root = study_dir.resolve()
-    return frame.assign(run_dir=[os.path.relpath(Path(d).resolve(), root) for d in frame["run_dir"]])
+def write_predictions(frame: pd.DataFrame, study_dir: Path, out_dir: Path) -> None:
+    """runs/<run_dir>/predictions.json.gz for every run here that has predictions (kdlib.published), so paired CIs
+    survive the machine; the files of runs no longer published go."""
+    listed = set()
+    for run_dir in frame["run_dir"]:
+        listed.add(key := published.relative(run_dir, study_dir, out_dir))
+        if (source := Path(run_dir) / rundir.PREDICTIONS).is_file() and (saved := rundir.read_or_skip(source)):
+            published.write_packed(published.run_folder(out_dir, key) / (rundir.PREDICTIONS + published.PACKED), saved)
+    base = out_dir / published.RUN_FILES
+    for old in base.rglob(rundir.PREDICTIONS + published.PACKED) if base.is_dir() else ():
+        if old.parent.relative_to(base).as_posix() not in listed:
+            old.unlink()
+
+
+def relative_runs(frame: pd.DataFrame, study_dir: Path, out_dir: Path | None = None) -> pd.DataFrame:
+    """runs.csv: run folders relative to the study (a published row's, to the published folder's runs/), so the
+    file reads the same on any machine."""
+    return frame.assign(run_dir=[published.relative(d, study_dir, out_dir) for d in frame["run_dir"]])
 
 
 def plot_scores(frame: pd.DataFrame):
@@ -191,7 +205,8 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     write_settings(frame, study_dir, out_dir, profiled)
     for stale in ("tables", "figures"):  # tables and figures are redrawn from runs.csv every time
         shutil.rmtree(out_dir / stale, ignore_errors=True)
-    relative_runs(frame, study_dir).to_csv(out_dir / "runs.csv", index=False)
+    relative_runs(frame, study_dir, out_dir).to_csv(out_dir / "runs.csv", index=False)
+    write_predictions(frame, study_dir, out_dir)
     quality = frame[frame["stage"].isin(results.QUALITY_STAGES)]
     tables = {"f1": results.summary(quality).reset_index(), "kd_vs_no_kd": kd_table(frame),
               "gap_to_teacher": gap_table(frame), "teacher_check": teacher_check(frame),
@@ -233,13 +248,17 @@ def _copy_analysis(study_dir: Path, out_dir: Path) -> None:
 def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], command: str, kept: int) -> str:
     here = [Path(d) / rundir.METRICS for d in frame["run_dir"] if (Path(d) / rundir.METRICS).is_file()]
     env = (rundir.read_json(here[0]).get("environment") or {}) if here else {}
+    students = frame[frame["stage"] == "distill"]["run_dir"]
+    unpaired = sum(not (Path(d) / rundir.PREDICTIONS).is_file()
+                   and not (Path(d) / (rundir.PREDICTIONS + published.PACKED)).is_file() for d in students)
     problems = teacher_problems(frame)
     capped = results.capped_note(frame[frame["stage"].isin(results.QUALITY_STAGES)])
     parts = [
         f"# Study `{study_dir.name}`: published results",
         f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command or 'kdexam report --publish'}` from "
-        f"{len(frame)} finished runs ({kept} of them from an earlier publish, whose folders are not on this machine: "
-        f"their CIs rest on seeds only). Machine of this publish's first run: {env.get('cpu', '?')}, "
+        f"{len(frame)} finished runs ({kept} of them from an earlier publish, whose folders are not on this machine; "
+        f"{unpaired} student runs without saved test predictions, whose CIs rest on seeds only). Machine of this "
+        f"publish's first run: {env.get('cpu', '?')}, "
         f"{env.get('cores', '?')} cores, torch {env.get('torch', '?')}. Test F1 (%) with IndoNLU's metric; `runs.csv` "
         "has every run.",
         *(["**Problems:** " + "; ".join(problems) + "."] if problems else []),

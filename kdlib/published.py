@@ -5,7 +5,9 @@ on this machine (kdlib.publish writes the folder; `reports/<study>/` is the one 
 - `settings.json`: when each of those runs finished and its settings (its parameters without
   kdlib.rundir.NOT_SETTINGS, paths into the outputs folder written from OUTPUTS), so the runner can tell a published
   run from one the study file has changed, and a teacher trained again from the one the published students read;
-- `profiles/<dataset>.json`: each profiled dataset's profile.json (kdlib.profile), so costs survive too.
+- `profiles/<dataset>.json`: each profiled dataset's profile.json (kdlib.profile), so costs survive too;
+- `runs/<run_dir>/predictions.json.gz`: each student run's test predictions, so the paired CIs (kdlib.stats) over
+  test examples survive too. A published row's run_dir is that folder: it is a run folder holding only them.
 
 A long study on 2 cores outlives its machine: `kdexam run` skips a dataset whose runs and profile are all published
 with the study file's settings (kdlib.runner), and the analysis and `kdexam recommend` read the published rows and
@@ -13,6 +15,8 @@ profiles beside this machine's (kdlib.results.study_frame).
 """
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +29,8 @@ RUNS = "runs.csv"
 SETTINGS = "settings.json"
 PROFILES = "profiles"
 OUTPUTS = "{outputs}"  # the outputs folder, in published settings
+RUN_FILES = "runs"  # runs/<run_dir>/: what a published run keeps of its folder (its predictions)
+PACKED = ".gz"  # a run folder's file, gzipped: predictions.json.gz
 
 
 def runs(folder: str | os.PathLike | None) -> pd.DataFrame | None:
@@ -44,7 +50,8 @@ def runs(folder: str | os.PathLike | None) -> pd.DataFrame | None:
 
 def absent_rows(frame: pd.DataFrame, study_dir: str | os.PathLike, folder: str | os.PathLike | None) -> pd.DataFrame:
     """The published rows of runs that `frame` (this machine's runs of the study) does not hold, their run_dir made
-    study_dir/<relative> (a folder that is not here: paired statistics fall back to seeds). A run found here
+    the published folder's runs/<relative> (its predictions, if published; else paired statistics fall back to the
+    seeds). A run found here
     replaces its published row, and a dataset whose teacher was trained again here keeps none of its published rows:
     they were distilled from another run of the teacher."""
     table = runs(folder)
@@ -53,7 +60,12 @@ def absent_rows(frame: pd.DataFrame, study_dir: str | os.PathLike, folder: str |
     study_dir = Path(study_dir)
     here = {relative(d, study_dir) for d in frame["run_dir"]}
     kept = table[~table["run_dir"].isin(here) & ~table["dataset"].isin(retrained(study_dir, folder))]
-    return kept.assign(run_dir=[str(study_dir / d) for d in kept["run_dir"]]).reindex(columns=frame.columns)
+    return kept.assign(run_dir=[str(run_folder(folder, d)) for d in kept["run_dir"]]).reindex(columns=frame.columns)
+
+
+def run_folder(folder: str | os.PathLike, relative_dir: str) -> Path:
+    """Where the published folder keeps what it keeps of a run (see the module docstring)."""
+    return Path(folder) / RUN_FILES / relative_dir
 
 
 def retrained(study_dir: str | os.PathLike, folder: str | os.PathLike | None) -> set[str]:
@@ -75,9 +87,30 @@ def retrained(study_dir: str | os.PathLike, folder: str | os.PathLike | None) ->
     return found
 
 
-def relative(run_dir: str | os.PathLike, study_dir: str | os.PathLike) -> str:
-    """A run folder relative to its study, as runs.csv and settings.json name it."""
-    return Path(os.path.relpath(Path(run_dir).resolve(), Path(study_dir).resolve())).as_posix()
+def relative(run_dir: str | os.PathLike, study_dir: str | os.PathLike, folder: str | os.PathLike | None = None) -> str:
+    """A run folder relative to its study, as runs.csv and settings.json name it; a published row's (under
+    `folder`/runs, see absent_rows) relative to that."""
+    run_dir = Path(run_dir).resolve()
+    if folder is not None and run_dir.is_relative_to(base := (Path(folder) / RUN_FILES).resolve()):
+        return run_dir.relative_to(base).as_posix()
+    return Path(os.path.relpath(run_dir, Path(study_dir).resolve())).as_posix()
+
+
+def write_packed(path: str | os.PathLike, obj: dict) -> Path:
+    """JSON, compact and gzipped with no time stamp: the same content gives the same bytes (git sees no change)."""
+    with rundir.atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode(), mtime=0))
+    return Path(path)
+
+
+def read_packed(path: str | os.PathLike) -> dict | None:
+    """A gzipped JSON object (write_packed); None, with a warning naming it, when it is corrupt."""
+    try:
+        value = json.loads(gzip.decompress(Path(path).read_bytes()))
+    except (OSError, EOFError, ValueError) as e:
+        rundir.log.warning("%s: unreadable (%s); restore it from git. Left out until then.", path, e)
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def settings(folder: str | os.PathLike | None) -> dict[str, dict]:

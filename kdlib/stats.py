@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kdlib import results, rundir
+from kdlib import published, results, rundir
 from kdlib.metrics import spans
 
 N_BOOT = 2000
@@ -183,8 +183,13 @@ def ablation_runs(stage_dir: str | os.PathLike, *, model: str | None = None,
 
 
 def _predictions(run_dir: str) -> dict | None:
+    """A run's test predictions: its predictions.json, or the gzipped copy a published run keeps
+    (kdlib.published); None: a bootstrap over seeds only."""
     path = Path(run_dir) / rundir.PREDICTIONS
-    return rundir.read_or_skip(path) if path.exists() else None  # None: a bootstrap over seeds only
+    if path.exists():
+        return rundir.read_or_skip(path)
+    packed = path.with_name(path.name + published.PACKED)
+    return published.read_packed(packed) if packed.exists() else None
 
 
 def _cell_interval(cell: pd.DataFrame) -> Interval:

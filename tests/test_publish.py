@@ -227,3 +227,34 @@ def test_the_runner_skips_datasets_published_in_full_with_the_same_settings(tmp_
     path.write_text(text + "published: 3\n")
     with pytest.raises(ConfigError, match="published: the study's published folder"):
         config.load_params(path)
+
+
+def test_published_predictions_keep_the_cis_paired_over_test_examples(study, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from kdlib import results
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, 200).tolist()
+    for run in (study / "distill").rglob(rundir.DONE):  # every student: right on 60-90% of the examples
+        pred = [g if rng.random() < 0.6 + 0.3 * ("kl" in run.parent.name) else (g + 1) % 3 for g in gold]
+        rundir.write_json(run.parent / rundir.PREDICTIONS, {"split": "test", "metric": "macro_f1", "gold": gold,
+                                                            "pred": pred})
+    before = publish.kd_table(results.collect(study))
+    out = tmp_path / "reports" / "s"
+    publish.publish(study, out)
+    packed = sorted((out / "runs").rglob("predictions.json.gz"))
+    assert len(packed) == len(list((study / "distill").rglob(rundir.PREDICTIONS)))
+    first = packed[0].read_bytes()
+    publish.publish(study, out)
+    assert packed[0].read_bytes() == first  # same predictions, same bytes: git sees no change
+    shutil.rmtree(study)  # a new machine
+    after = publish.kd_table(results.study_frame(out))
+    cols = ["dataset", "model", "margin", "ci_low", "ci_high"]
+    assert after[cols].round(6).equals(before[cols].round(6))
+    for path in packed:
+        path.write_bytes(b"not gzip")  # corrupt: a warning, and the CIs fall back to the seeds
+    seeds_only = publish.kd_table(results.study_frame(out))
+    assert seeds_only[cols].notna().all().all() and not seeds_only[cols].round(6).equals(before[cols].round(6))
