@@ -357,25 +357,30 @@ def stale_runs(runs: list[Run]) -> dict[Path, list[str]]:
 
 
 def drop_published(study: Study, runs: list[Run], root: Path) -> tuple[list[Run], list[str]]:
-    """With a `published:` folder (kdlib.published): the runs of every dataset whose teacher, students and profile
-    are all published with the planned settings are dropped where they are not on this machine, and the analysis
-    stops waiting for them (it reads them from the folder). A dataset published in part is run here in full: its
+    """With a `published:` folder (kdlib.published): the runs of every dataset whose runs (teacher, students,
+    ablations, and its profile when the study has a profile: section) are all published with the planned settings
+    are dropped where they are not on this machine, and the analysis stops waiting for them (it reads them from the
+    folder). A dataset published in part, or whose teacher was trained again here, is run here in full: its
     students need its teacher, its profile every model. Returns the runs left and the names of those dropped."""
-    if not study.published or study.profile is None:
+    if not study.published:
         return runs, []
     study_dir = study.study_dir(root)
     table = published.runs(study.published)
     listed = set(table["run_dir"]) if table is not None else set()
     recorded, profiled = published.settings(study.published), published.profiles(study.published)
+    retrained = published.retrained(study_dir, study.published)
 
     def is_published(run: Run) -> bool:
         key = published.relative(run.out_dir, study_dir)
         settings = recorded.get(key, {}).get("parameters")
-        return ((run.stage == "profile" or key in listed) and settings is not None
+        return ((run.stage == "profile" and run.dataset in profiled or key in listed) and settings is not None
                 and not settings_diff(run, settings, published.OUTPUTS))
 
-    complete = {d for d in profiled if all(is_published(r) for r in runs if r.dataset == d and r.stage in
-                                           ("teacher", "distill", "profile"))}
+    per_dataset: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.stage != "analysis":
+            per_dataset.setdefault(run.dataset, []).append(run)
+    complete = {d for d, mine in per_dataset.items() if d not in retrained and all(map(is_published, mine))}
     dropped = [r for r in runs if r.dataset in complete and r.stage != "analysis" and not rundir.is_done(r.out_dir)]
     gone = {r.out_dir for r in dropped}
     kept = [replace(r, needs=tuple(n for n in r.needs if n not in gone)) for r in runs if r.out_dir not in gone]

@@ -220,7 +220,16 @@ def test_the_runner_skips_datasets_published_in_full_with_the_same_settings(tmp_
     path.write_text(text.replace("variants: [mse, ce]", "variants: [mse, ce]\n  epochs: 7")
                     + "published: ../reports/tiny-profile\n")
     assert "teacher/smsa/teacher (to run)" in dry_run() and "(published)" not in dry_run()
-    # without its profile published, a dataset is not complete either
+    # a teacher trained again here: its published students were distilled from the other run, so they run here
+    path.write_text(text + "published: ../reports/tiny-profile\n")
+    teacher = rundir.teacher_dir(study_dir, "smsa")
+    rundir.mark_done(teacher, finished="2031-01-01T00:00:00+0000")
+    assert "(published)" not in (shown := dry_run()) and "distill/smsa/bilstm-mse-s0 (to run)" in shown
+    shutil.rmtree(teacher)
+    # a study without a profile: section: a dataset is complete with its teacher and students
+    path.write_text(textwrap.dedent(STUDY.format(out=tmp_path / "out")) + "published: ../reports/tiny-profile\n")
+    assert "teacher/smsa/teacher (published)" in dry_run()
+    # without its profile published, a dataset of a study with a profile: section is not complete
     path.write_text(text + "published: ../reports/tiny-profile\n")
     (Path(study.published) / "profiles" / "smsa.json").unlink()
     assert "(published)" not in dry_run()
