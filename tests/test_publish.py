@@ -114,6 +114,7 @@ def test_a_republish_keeps_the_runs_of_earlier_sessions(study, tmp_path):
 # A study that outlives its machine: profiles and settings are published, read back by the analysis and recommend
 # (kdlib.results.study_frame) and by the runner, which skips the datasets published in full (kdlib.published).
 
+@pytest.mark.slow  # several publishes, each drawing its figures
 def test_profiles_and_costs_survive_a_new_machine(tmp_path, capsys):
     import shutil
 
@@ -145,6 +146,7 @@ def test_profiles_and_costs_survive_a_new_machine(tmp_path, capsys):
         results.study_frame(out)
 
 
+@pytest.mark.slow  # several publishes, each drawing its figures
 def test_a_teacher_trained_again_here_retires_its_datasets_published_runs_and_profile(tmp_path):
     import shutil
 
@@ -238,6 +240,7 @@ def test_the_runner_skips_datasets_published_in_full_with_the_same_settings(tmp_
         config.load_params(path)
 
 
+@pytest.mark.slow  # several publishes, each drawing its figures
 def test_published_predictions_keep_the_cis_paired_over_test_examples(study, tmp_path):
     import shutil
 
