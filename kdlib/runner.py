@@ -11,6 +11,7 @@ is submitted once every run it needs is done; one that fails blocks only the run
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -487,10 +488,55 @@ def execute(runs: list[Run], *, force: bool = False, kernel: str = parallel.THIS
                 plan.summary.interrupted = True
                 plan.summary.unfinished = [r.name for r in [*plan.running.values(), *plan.waiting]]
                 c.cancel(list(plan.running))
+            finally:
+                plan.release_all()
         if not plan.summary.interrupted:
             plan.summary.blocked += [r.name for r in plan.waiting]  # needs that can never finish (a cycle)
     plan.summary.seconds = time.perf_counter() - started
     return plan.summary
+
+
+class RunLock:
+    """The lock a `kdexam run` process holds on a run while the run is in flight: a second `kdexam run` of the same
+    study (another terminal, a second nohup) waits for that run instead of running it into the same folder, then
+    takes it as done or, if the other process stopped first, runs it. An advisory fcntl lock on a file beside the
+    run folder (a redone run's folder is deleted; the lock must outlive it); the kernel drops it when its process
+    dies, so a killed runner leaves no stale lock. Where fcntl is missing (Windows), no lock is taken."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir.parent / f".{out_dir.name}.lock"
+        self.file = None
+
+    def acquire(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self.file = handle
+        return True
+
+    def holder(self) -> str:
+        """The pid the holding process wrote, for messages."""
+        try:
+            return self.path.read_text(encoding="utf-8").strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing the file drops the lock
+            self.file = None
 
 
 class _Queue:
@@ -498,6 +544,8 @@ class _Queue:
 
     def __init__(self, runs: list[Run], redo: set[Path], kernel: str, echo):
         self.summary, self.redo, self.kernel, self.echo = Summary(), redo, kernel, echo
+        self.locks: dict[Path, RunLock] = {}  # the runs in flight here
+        self.elsewhere: set[Path] = set()  # ready runs another kdexam process is running now
         self.waiting = []
         for run in runs:
             if rundir.is_done(run.out_dir) and run.out_dir not in redo:
@@ -518,20 +566,28 @@ class _Queue:
         queue: set = set()
         shown = ProgressShown(self.echo)
         self.submit_ready(c, queue)
-        while queue:
+        while queue or self.elsewhere:
             finished = [f for f in queue if f.done()]
             if not finished:  # a run's latest progress line, from its progress.json, now and then
                 shown.poll(list(self.running.values()), self.total - len(self.waiting) - len(self.running), self.total)
                 time.sleep(POLL_SECONDS)
+                if self.elsewhere:
+                    self.submit_ready(c, queue)
                 continue
             for future in finished:
                 queue.discard(future)
                 self.finish(future, on_done)
             self.submit_ready(c, queue)
 
+    def release_all(self) -> None:
+        for lock in self.locks.values():
+            lock.release()
+        self.locks.clear()
+
     def finish(self, future, on_done: Callable[[Run], None] | None) -> None:
         run = self.running.pop(future)
         outcome = _outcome(future, run)
+        self.locks.pop(run.out_dir).release()
         self.state[run.out_dir] = outcome.status
         if outcome.status == "done":
             self.summary.done.append(run.name)
@@ -564,6 +620,22 @@ class _Queue:
                 hold = True
                 if self.running:
                     continue
+            lock = RunLock(run.out_dir)
+            if not lock.acquire():
+                if run.out_dir not in self.elsewhere:
+                    self.elsewhere.add(run.out_dir)
+                    self.echo(f"{self.tag(run)}: running in another kdexam process (pid {lock.holder()}); waiting "
+                              "for it")
+                continue
+            self.elsewhere.discard(run.out_dir)
+            if rundir.is_done(run.out_dir) and run.out_dir not in self.redo:  # the other process finished it
+                lock.release()
+                self.waiting.remove(run)
+                self.state[run.out_dir] = "done"
+                self.summary.skipped.append(run.name)
+                self.echo(f"{self.tag(run)}: done by another kdexam process")
+                continue
+            self.locks[run.out_dir] = lock
             self.waiting.remove(run)
             if run.out_dir in self.redo and run.out_dir.exists():
                 shutil.rmtree(run.out_dir)  # now, not up front: a run that never starts keeps its old results

@@ -295,3 +295,36 @@ def test_tracking_key_in_a_study_file(value, ok, tmp_path):
     else:
         with pytest.raises(ConfigError, match="tracking: 'wandb' is not a tracker; known: mlflow"):
             config.load_params(path)
+
+
+@pytest.mark.slow  # starts Dask
+def test_a_second_runner_waits_for_a_run_another_process_holds(notebook, tmp_path):
+    """Two `kdexam run` of one study: a run the other process holds is waited for, then taken as done (or run,
+    if the other process stopped without finishing it); the runs that need it start after it, never beside it."""
+    teacher = make_run(notebook, tmp_path, "teacher/a/teacher")
+    student = make_run(notebook, tmp_path, "distill/a/s1", needs=("teacher/a/teacher",))
+    other = runner.RunLock(teacher.out_dir)  # "the other process": its own open file, so its own lock
+    assert other.acquire() and not runner.RunLock(teacher.out_dir).acquire()
+
+    def other_finishes() -> None:
+        time.sleep(3)
+        rundir.mark_done(teacher.out_dir)
+        other.release()
+
+    threading.Thread(target=other_finishes).start()
+    lines: list[str] = []
+    summary = runner.execute([teacher, student], echo=lines.append)
+    assert summary.ok and summary.skipped == ["teacher/a/teacher"] and summary.done == ["distill/a/s1"]
+    assert not (teacher.out_dir / "record.json").exists()  # never run here
+    assert any(f"running in another kdexam process (pid {os.getpid()})" in line for line in lines)
+    assert any("teacher/a/teacher: done by another kdexam process" in line for line in lines)
+    assert (teacher.out_dir / rundir.DONE).stat().st_mtime <= record(student)["start"]
+
+    # the other process stops without finishing its run: the lock goes with it, and this runner runs it
+    again = make_run(notebook, tmp_path, "teacher/b/teacher")
+    other = runner.RunLock(again.out_dir)
+    assert other.acquire()
+    threading.Timer(2, other.release).start()
+    summary = runner.execute([again], echo=lines.append)
+    assert summary.done == ["teacher/b/teacher"] and record(again)["name"] == "teacher/b/teacher"
+    assert runner.RunLock(again.out_dir).acquire()  # released when the run finished
