@@ -196,8 +196,9 @@ def _report(args: argparse.Namespace) -> int:
         table = results.summary(quality)
         say(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
         print(table.to_csv() if csv else table.to_string())
-        if note := results.capped_note(quality):
-            say(note)
+        for note in (results.capped_note(quality), results.epoch_cap_note(quality)):
+            if note:
+                say(note)
         if args.runs:
             say("\nevery run: test F1 (%), best epoch, seconds training and in all (wall, inside the notebook)")
             print(show(results.run_table(quality)))

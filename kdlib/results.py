@@ -26,7 +26,9 @@ from kdlib.params import STUDENTS
 
 COLUMNS = ["stage", "dataset", "model", "variant", "seed", "kd", "loss", "alpha", "temperature", "f1",
            "valid_f1", "teacher_f1", "parameters", "train_examples", "train_split_examples", "best_epoch",
-           "resumed_from_epoch", "train_seconds", "wall_seconds", "finished", "run_dir", "shape"]
+           "resumed_from_epoch", "train_seconds", "wall_seconds", "finished", "run_dir", "shape", "epochs_run",
+           "stopped_by"]
+EARLY_STOPPING, EPOCH_CAP = "early stopping", "epoch cap"  # what ended a run's training (stopped_by)
 
 
 def collect(study_dir: str | os.PathLike, *, finished_only: bool = True, include: str | os.PathLike | None = None,
@@ -66,7 +68,20 @@ def run_row(m: dict, run_dir: Path, finished: bool) -> dict:
         "test_token_oov": emb.get("test_token_oov"), "transfer": transfer.get("kind"),
         "transfer_size": transfer.get("size"),
         "transfer_examples": (transfer.get("train_examples") or 0) + (transfer.get("extra_examples") or 0),
+        "epochs_run": len(m["history"]) if isinstance(m.get("history"), list) else None, "stopped_by": stopped_by(m),
     }
+
+
+def stopped_by(m: dict) -> str | None:
+    """What ended a run's training: EARLY_STOPPING (validation F1 stopped improving for `patience` epochs) or
+    EPOCH_CAP (its `epochs` ran out first: the score may be short of convergence, and a fair exam raises the cap);
+    None when the run does not record its history and settings."""
+    history, params = m.get("history"), m.get("params") or {}
+    cap, patience, best = params.get("epochs"), params.get("patience"), m.get("best_epoch")
+    if not isinstance(history, list) or not history or not cap or patience is None or best is None:
+        return None
+    ran = len(history)
+    return EARLY_STOPPING if ran < cap or ran - best >= patience else EPOCH_CAP
 
 
 def scores_table(metrics: dict) -> pd.DataFrame:
@@ -120,6 +135,7 @@ def run_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run: what it was, its test F1 (%), its best epoch and how long it took (training: every epoch,
     across resumes; wall: the last attempt, marked when the run resumed after an interrupt)."""
     cols = ["dataset", "model", "variant", "seed", "train_examples", "best_epoch"]
+    cols += [c for c in ("epochs_run", "stopped_by") if c in df]  # runs.csv of older publishes: neither
     # runs from before resumed_from_epoch was recorded: training time above wall time means earlier attempts
     df = df.assign(**{c: pd.to_numeric(df[c]) for c in ("train_seconds", "wall_seconds", "resumed_from_epoch")})
     resumed = (df["resumed_from_epoch"].fillna(0) > 0) | (df["train_seconds"] > df["wall_seconds"])
@@ -129,6 +145,20 @@ def run_table(df: pd.DataFrame) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(model_order(df["model"].unique()))}
     return out.sort_values(["dataset", "model", "variant", "seed"], key=lambda c: c.map(order) if c.name == "model"
                            else c).reset_index(drop=True)
+
+
+def epoch_cap_note(df: pd.DataFrame) -> str:
+    """One line naming the runs whose epoch cap, not early stopping, ended their training ("" when none did)."""
+    if "stopped_by" not in df:
+        return ""
+    cut = df[df["stopped_by"] == EPOCH_CAP]
+    if cut.empty:
+        return ""
+    parts = [f"{r['dataset']} {r['model']}" + ("" if r["model"] == "teacher" else f" {r['variant']} s{r['seed']}")
+             + f" (best epoch {int(r['best_epoch'])} of {int(r['epochs_run'])})" for _, r in cut.iterrows()]
+    return ("STOPPED BY THE EPOCH CAP, not by early stopping (validation F1 was still rising or had not plateaued "
+            "for `patience` epochs): " + "; ".join(parts) + ". Their scores may be short of convergence; raise "
+            "`epochs` for them.")
 
 
 def capped_note(df: pd.DataFrame) -> str:

@@ -278,3 +278,29 @@ def test_the_papers_claims_are_checked_on_the_scoreboard(board):
     # smsa: bert-tiny (88.5 F1, 3 ms) beats the best word student on F1 but costs more: the word student stands
     latency = [c for c in claims.index if c.endswith("latency, batch 1")][0]
     assert claims.loc[latency, "ours"] == "2 of 2 datasets"
+
+
+@pytest.mark.parametrize("ran, cap, patience, best, expected", [
+    (7, 20, 4, 3, "early stopping"),  # stopped before the cap
+    (15, 15, 3, 13, "epoch cap"),  # HoASA's first teacher: best 13 of 15, patience 3 not used up
+    (15, 15, 3, 12, "early stopping"),  # patience ran out exactly at the cap
+    (25, 25, 3, 25, "epoch cap"),  # still improving at the last epoch
+])
+def test_what_ended_a_run_early_stopping_or_its_epoch_cap(ran, cap, patience, best, expected):
+    from kdlib import results
+
+    m = {"history": [{"epoch": e} for e in range(1, ran + 1)], "params": {"epochs": cap, "patience": patience},
+         "best_epoch": best}
+    assert results.stopped_by(m) == expected
+    assert results.stopped_by({"best_epoch": 3}) is None  # a run that records no history
+
+
+def test_report_names_the_runs_cut_by_their_epoch_cap(study, capsys):
+    metrics = study / "teacher" / "nergrit" / "teacher" / rundir.METRICS
+    m = rundir.read_json(metrics)
+    rundir.write_json(metrics, {**m, "best_epoch": 13, "history": [{"epoch": e} for e in range(1, 16)],
+                                "params": {"epochs": 15, "patience": 3}})
+    assert cli.main(["report", "--study", str(study), "--runs"]) == 0
+    out = capsys.readouterr().out
+    assert "STOPPED BY THE EPOCH CAP, not by early stopping" in out and "nergrit teacher (best epoch 13 of 15)" in out
+    assert "epoch cap" in out.split("every run")[1]  # and the run table's stopped_by column says so
