@@ -191,7 +191,8 @@ def test_kdexam_run_executes_notebooks_then_skips_and_resumes(tmp_path, _tiny_ma
     out = capsys.readouterr().out
     assert "bilstm KD" in out
     assert "CAPPED train sets (a fixed random subset of the split, for speed): nergrit bilstm 30 of 40; " in out
-    assert "teacher" not in out.split("CAPPED")[1]  # the teachers read the whole (tiny) split
+    assert "teacher" not in out.split("CAPPED")[1].splitlines()[0]  # the teachers read the whole (tiny) split
+    assert "STOPPED BY THE EPOCH CAP" in out  # one-epoch runs: the cap ended them, and the report says so
     assert cli.main(["report", "--study", str(study), "--runs"]) == 0
     printed = capsys.readouterr().out
     rows = printed.split("every run:")[1].split("\n\n")[0].splitlines()[2:]
