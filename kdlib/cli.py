@@ -329,6 +329,8 @@ def _recommend(args: argparse.Namespace) -> int:
         print(f"  {rec.message}")
         if rec.export_command:
             print(f"    export it: {rec.export_command}")
+        elif rec.export_hint:
+            print(f"    to export it: {rec.export_hint}")
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdlib import data, predict, rundir
+from kdlib import data, predict, published, rundir
 from kdlib.errors import ConfigError, KdExamError
 
 PARITY_MIN = 0.999
@@ -111,15 +111,32 @@ def export_command(study_dir: str | os.PathLike, dataset: str, student: str, var
 
 
 def recommended_command(study_dir: str | os.PathLike, rec) -> str | None:
-    """The export command of a kdlib.recommend.Recommendation's pick (None when nothing was picked)."""
+    """The export command of a kdlib.recommend.Recommendation's pick (None when nothing was picked). A pick that is
+    not on this machine (recommend read it from a published folder, which keeps no weights) gets `rec.export_hint`
+    instead: how to train it here, then export it."""
     if rec.model is None:
         return None
     variant = rec.row.get("variant")
+    folder = published.default_folder(study_dir)
+    local = Path("outputs") / Path(study_dir).name if folder is not None else Path(study_dir)
     try:
-        _, metrics = find_run(study_dir, rec.dataset, rec.model, variant)
-    except ConfigError:  # the board came from metrics.json files, so this is a study changed under our feet
-        return export_command(study_dir, rec.dataset, rec.model, variant)
-    return export_command(study_dir, rec.dataset, rec.model, variant, metrics.get("seed"))
+        run, metrics = find_run(local, rec.dataset, rec.model, variant)
+    except ConfigError:  # not here: a published pick, or a study changed under our feet
+        run = None
+    if run is None or not (run / "model").is_dir():
+        rec.export_hint = train_then_export(local, rec.dataset, rec.model, variant)
+        return None
+    return export_command(local, rec.dataset, rec.model, variant, metrics.get("seed"))
+
+
+def train_then_export(study_dir: str | os.PathLike, dataset: str, student: str, variant: str | None) -> str:
+    """What to run for a pick whose model is not on this machine (published results keep no model weights)."""
+    name = Path(study_dir).name
+    params = Path("params") / f"{name}.yaml"
+    run = f"kdexam run {params} -d {data.get_spec(dataset).key}"
+    return (f"its model is not on this machine (published results keep no weights): train the dataset here with "
+            f"`{run} --force` (--force: the runner skips published datasets; add --stage teacher --stage distill "
+            f"to skip the profile), then `{export_command(study_dir, dataset, student, variant)}`")
 
 
 # ----------------------------------------------------------------------------------------------------------------

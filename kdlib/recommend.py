@@ -24,6 +24,7 @@ class Recommendation:
     message: str
     row: dict = field(default_factory=dict)
     export_command: str | None = None  # `kdexam export ...` of the pick (kdlib.export.recommended_command)
+    export_hint: str | None = None  # or, for a pick whose model is not on this machine, how to train it and export
 
 
 LIMITS = {"latency": ("--max-latency-ms",), "size": ("--max-size-mb",), "ram": ("--max-ram-mb",)}
@@ -152,6 +153,6 @@ def recommendations_json(recs: Sequence[Recommendation]) -> str:
         return None if isinstance(value, float) and math.isnan(value) else value
 
     return json.dumps([{"dataset": r.dataset, "model": r.model, "message": r.message,
-                        "export_command": r.export_command,
+                        "export_command": r.export_command, "export_hint": r.export_hint,
                         "row": {k: clean(v) for k, v in r.row.items()}} for r in recs], indent=2, ensure_ascii=False,
                       default=str)

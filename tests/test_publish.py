@@ -133,7 +133,11 @@ def test_profiles_and_costs_survive_a_new_machine(tmp_path, capsys):
     assert after.sort_values(key)[key + ["f1", "size_mb", "torch_ms_b1"]].reset_index(drop=True).equals(
         before.sort_values(key)[key + ["f1", "size_mb", "torch_ms_b1"]].reset_index(drop=True))
     assert cli.main(["recommend", "--study", str(out), "--max-latency-ms", "3"]) == 0
-    assert "smsa" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "smsa" in text and "export it: kdexam export" not in text  # no weights here to export
+    assert "to export it: its model is not on this machine" in text
+    assert "kdexam run params/s.yaml -d smsa --force" in text
+    assert "kdexam export --study outputs/s --dataset smsa --student" in text
     # a later session profiles nergrit on its machine: both profiles count, its own one first
     again = make_study(tmp_path / "outputs" / "s", {"nergrit": QUALITY["nergrit"]}, profiled=("nergrit",))
     frame = results.study_frame(again, published=out)
@@ -270,3 +274,18 @@ def test_published_predictions_keep_the_cis_paired_over_test_examples(study, tmp
         path.write_bytes(b"not gzip")  # corrupt: a warning, and the CIs fall back to the seeds
     seeds_only = publish.kd_table(results.study_frame(out))
     assert seeds_only[cols].notna().all().all() and not seeds_only[cols].round(6).equals(before[cols].round(6))
+
+
+def test_a_published_pick_gets_how_to_train_and_export_it_not_an_export_command(tmp_path):
+    from kdlib import export, recommend
+
+    out = tmp_path / "reports" / "exam"
+    out.mkdir(parents=True)
+    (out / "runs.csv").write_text("run_dir\n")
+    rec = recommend.Recommendation("keps", "cnn", "KEPS: CNN (KD)", {"variant": "kl-T2-a0.5"})
+    assert export.recommended_command(out, rec) is None
+    assert rec.export_hint.startswith("its model is not on this machine")
+    assert "`kdexam run params/exam.yaml -d keps --force`" in rec.export_hint
+    assert rec.export_hint.endswith("`kdexam export --study outputs/exam --dataset keps --student cnn --variant "
+                                    "kl-T2-a0.5 --out exports/keps-cnn`")
+    assert '"export_hint": "its model' in recommend.recommendations_json([rec])
