@@ -23,6 +23,7 @@ from kdlib import rundir
 from kdlib.data import DATASETS, get_spec
 from kdlib.errors import KdExamError
 from kdlib.params import STUDENTS
+from kdlib.profile_tables import REFERENCE_NAME
 
 COLUMNS = ["stage", "dataset", "model", "variant", "seed", "kd", "loss", "alpha", "temperature", "f1",
            "valid_f1", "teacher_f1", "parameters", "train_examples", "train_split_examples", "best_epoch",
@@ -286,8 +287,24 @@ def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str =
             raise
         cost = pd.DataFrame(columns=["dataset", "model"])
     frame = runs.merge(cost.drop(columns=["parameters"], errors="ignore"), on=["dataset", "model"], how="left")
+    frame = frame.merge(reference_costs(cost), on="dataset", how="left")
     groups = [group_of(d, s) for d, s in zip(frame["dataset"], frame["shape"])]
     return frame.assign(group=groups).reset_index(drop=True)
+
+
+REFERENCE_SUFFIX = REFERENCE_NAME.format("")  # " (timing only)": the profile's BERT-base-shaped reference model
+
+
+def reference_costs(cost: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, the timing-only reference model's PyTorch medians (`ref_ms_b<batch>`) and size (`ref_size_mb`),
+    from the same profile runs as its dataset's models: the paper's teacher is BERT-base, larger than ours, so
+    speed-ups and size shares are given against it too. Empty where no profile timed a reference."""
+    ref = cost[cost["model"].astype(str).str.endswith(REFERENCE_SUFFIX)] if "model" in cost else cost
+    columns = {c: "ref_" + c.removeprefix("torch_") for c in ref.columns
+               if re.fullmatch(r"torch_ms_b\d+", str(c))} | {"size_mb": "ref_size_mb"}
+    if ref.empty:
+        return pd.DataFrame(columns=["dataset", *columns.values()])
+    return ref.drop_duplicates("dataset")[["dataset", *[c for c in columns if c in ref]]].rename(columns=columns)
 
 
 def model_order(models: Sequence[str]) -> list[str]:
@@ -336,7 +353,9 @@ def batches(board: pd.DataFrame, engine: str = "torch") -> list[int]:
 def cost_table(board: pd.DataFrame) -> pd.DataFrame:
     """Each model's cost against its dataset's teacher: speed-ups (×, teacher ms / model ms, PyTorch on both, or the
     model's ONNX / int8 against the teacher's PyTorch), % of the teacher's size and RAM, and what ONNX and int8 give
-    the model itself (× over its own PyTorch, int8 size and F1 change against its fp32 ONNX)."""
+    the model itself (× over its own PyTorch, int8 size and F1 change against its fp32 ONNX). Where the profile
+    timed a BERT-base-shaped reference (the paper's teacher's shape, random weights), speed-ups and the size share
+    against it too (`× BERT-base b<batch>`, `ONNX × BERT-base b<batch>`, `% of BERT-base size`)."""
     rows = []
     for dataset, d in board.groupby("dataset", sort=False):
         t = d[d["model"] == "teacher"]
@@ -356,6 +375,11 @@ def cost_table(board: pd.DataFrame) -> pd.DataFrame:
                 row[f"int8 gain b{b}"] = _ratio(r.get(f"onnx_ms_b{b}"), r.get(f"int8_ms_b{b}"))
             row["int8 MB"] = r.get("int8_mb")
             row["int8 ΔF1"] = _diff(r.get("f1_int8"), r.get("f1_onnx"))
+            if "ref_size_mb" in board and board["ref_size_mb"].notna().any():  # against a BERT-base-shaped model
+                for b in batches(board):
+                    row[f"× BERT-base b{b}"] = _ratio(r.get(f"ref_ms_b{b}"), r.get(f"torch_ms_b{b}"))
+                    row[f"ONNX × BERT-base b{b}"] = _ratio(r.get(f"ref_ms_b{b}"), r.get(f"onnx_ms_b{b}"))
+                row["% of BERT-base size"] = 100 * _ratio(r.get("size_mb"), r.get("ref_size_mb"))
             rows.append(row)
     return pd.DataFrame(rows).set_index(["dataset", "model"]).astype(float).round(2)
 
@@ -521,15 +545,26 @@ def paper_claims(board: pd.DataFrame) -> pd.DataFrame:
     out = [{"claim": "the best BiLSTM's test F1 minus its teacher's (mean)", "paper": "about -3 to -4",
             "ours": f"{pd.Series(gap).mean():+.2f} (from {min(gap):+.1f} to {max(gap):+.1f})",
             "datasets": len(datasets)}]
-    for label, paper, num, den in (
-            ("BiLSTM speed-up over the teacher, CPU, batch 1 (median)", "about 22x", "torch_ms_b1", "torch_ms_b1"),
-            ("BiLSTM (ONNX) speed-up over the teacher (PyTorch), batch 1 (median)", "about 100x", "torch_ms_b1",
-             "onnx_ms_b1")):
-        value = median([_ratio(t.get(num), b.get(den)) for b, t in pairs])
-        out.append({"claim": label, "paper": paper, "ours": f"{value:.1f}x", "datasets": len(datasets)})
-    size = median([_ratio(b.get("size_mb"), t.get("size_mb")) for b, t in pairs])
-    out.append({"claim": "BiLSTM size as a share of the teacher's (median)", "paper": "about 3%",
-                "ours": f"{100 * size:.1f}%", "datasets": len(datasets)})
+
+    def ratio_row(label: str, paper: str, values: list[float], percent: bool = False) -> dict:
+        known = [v for v in values if pd.notna(v)]
+        value = median(known)
+        text = "not profiled" if not known else f"{100 * value:.1f}%" if percent else f"{value:.1f}x"
+        return {"claim": label, "paper": paper, "ours": text, "datasets": len(known)}
+
+    # against our teacher, then against the BERT-base-shaped reference the same profile runs timed (the paper's
+    # teacher is BERT-base); rows for the reference only where a profile timed one
+    against = [("the teacher", "the teacher's", "torch_ms_b1", "size_mb", pairs)]
+    if "ref_size_mb" in board and board["ref_size_mb"].notna().any():
+        against.append(("a BERT-base-shaped model (timing only)", "a BERT-base-shaped model's", "ref_ms_b1",
+                        "ref_size_mb", [(b, b) for b, _ in pairs]))  # the reference's columns are on each row
+    for name, owner, ms, size, rows_ in against:
+        out.append(ratio_row(f"BiLSTM speed-up over {name}, CPU, batch 1 (median)", "about 22x",
+                             [_ratio(t.get(ms), b.get("torch_ms_b1")) for b, t in rows_]))
+        out.append(ratio_row(f"BiLSTM (ONNX) speed-up over {name} (PyTorch), batch 1 (median)", "about 100x",
+                             [_ratio(t.get(ms), b.get("onnx_ms_b1")) for b, t in rows_]))
+        out.append(ratio_row(f"BiLSTM size as a share of {owner} (median)", "about 3%",
+                             [_ratio(b.get("size_mb"), t.get(size)) for b, t in rows_], percent=True))
     for column, name in COSTS.values():
         undominated = _word_students_undominated(board, column)
         out.append({"claim": f"a word student (BiLSTM/CNN) is not beaten by any BERT student at once on F1 and {name}",

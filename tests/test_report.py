@@ -280,6 +280,41 @@ def test_the_papers_claims_are_checked_on_the_scoreboard(board):
     assert claims.loc[latency, "ours"] == "2 of 2 datasets"
 
 
+def test_speed_ups_and_size_are_also_given_against_the_bert_base_shaped_reference(study):
+    from kdlib.profile_tables import REFERENCE_NAME
+
+    name = REFERENCE_NAME.format("bert-base")
+    path = study / "profile" / "smsa" / "profile" / rundir.PROFILE
+    prof = rundir.read_json(path)
+    prof["models"].append({**prof["models"][0], "model": name, "safetensors_bytes": 600.0 * 2**20})
+    prof["latency"] += [{**row, "model": name, "median_ms": 3 * row["median_ms"]}  # 3x the teacher's time
+                        for row in prof["latency"] if row["model"] == "teacher" and row["engine"] == "torch"]
+    rundir.write_json(path, prof)
+    board = results.scoreboard(results.study_frame(study))
+    assert name not in set(board["model"])  # a timing-only model has no F1 and is no student
+    costs = results.cost_table(board)
+    assert costs.loc[("smsa", "bilstm"), "× b1"] == 20.0 and costs.loc[("smsa", "bilstm"), "× BERT-base b1"] == 60.0
+    assert costs.loc[("smsa", "bilstm"), "ONNX × BERT-base b32"] == pytest.approx(300.0)  # 1200 ms / 4 ms
+    assert costs.loc[("smsa", "bilstm"), "% of BERT-base size"] == pytest.approx(0.5)  # 3 MB of 600
+    assert pd.isna(costs.loc[("nergrit", "bilstm"), "× BERT-base b1"])  # nergrit's profile timed no reference
+    claims = results.paper_claims(board).set_index("claim")
+    ref = "BiLSTM speed-up over a BERT-base-shaped model (timing only), CPU, batch 1 (median)"
+    assert claims.loc[ref, "ours"] == "60.0x" and claims.loc[ref, "datasets"] == 1
+    assert claims.loc["BiLSTM size as a share of a BERT-base-shaped model's (median)", "ours"] == "0.5%"
+    assert claims.loc["BiLSTM speed-up over the teacher, CPU, batch 1 (median)", "datasets"] == 2
+
+
+def test_the_papers_ratio_claims_count_only_the_profiled_datasets(tmp_path):
+    board = results.scoreboard(results.study_frame(make_study(tmp_path / "s", profiled=("smsa",))))
+    claims = results.paper_claims(board).set_index("claim")
+    assert claims.loc["the best BiLSTM's test F1 minus its teacher's (mean)", "datasets"] == 2
+    assert claims.loc["BiLSTM speed-up over the teacher, CPU, batch 1 (median)", "datasets"] == 1
+    assert not any("BERT-base" in c for c in claims.index)  # no reference was timed: no rows for it
+    unprofiled = results.scoreboard(results.study_frame(make_study(tmp_path / "t", profiled=())))
+    claims = results.paper_claims(unprofiled).set_index("claim")
+    assert claims.loc["BiLSTM size as a share of the teacher's (median)", "ours"] == "not profiled"
+
+
 @pytest.mark.parametrize("ran, cap, patience, best, expected", [
     (7, 20, 4, 3, "early stopping"),  # stopped before the cap
     (15, 15, 3, 13, "epoch cap"),  # HoASA's first teacher: best 13 of 15, patience 3 not used up
