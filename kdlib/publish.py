@@ -187,6 +187,20 @@ def plot_kd_margins(kd: pd.DataFrame):
     return fig
 
 
+COST_COLUMNS = ["dataset", "model", "size MB", "% of teacher size", "ms b1", "× b1", "ONNX × b1", "× BERT-base b1",
+                "ONNX × BERT-base b1", "% of BERT-base size"]  # the README's cost table (tables/costs.csv has all)
+
+
+def _cost_parts(tables: dict[str, pd.DataFrame]) -> list[str]:
+    costs = tables["costs"]
+    return ["## Costs on the profiled datasets (PyTorch, batch 1, one thread, real test inputs)",
+            "`×`: times faster than our teacher; `ONNX ×`: the model in onnxruntime against the teacher in PyTorch; "
+            "`BERT-base`: against a BERT-base-shaped model (the paper's teacher's shape, random weights, timed in "
+            "the same profile runs). Every engine, batch size and thread count: `tables/costs.csv`.",
+            _markdown(costs[[c for c in COST_COLUMNS if c in costs]]),
+            "## The paper's claims on our numbers (Nityasya et al.'s abstract)", _markdown(tables["paper_claims"])]
+
+
 def _markdown(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, floatfmt=".2f") if not table.empty else "(no runs yet)"
 
@@ -215,6 +229,7 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     if profiled:
         board = results.scoreboard(results.study_frame(study_dir, published=out_dir))
         tables["costs"] = results.cost_table(board[board["dataset"].isin(profiled)]).reset_index()
+        tables["paper_claims"] = results.paper_claims(board)
     for name, table in tables.items():
         path = out_dir / "tables" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,6 +287,7 @@ def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame
         "## Teachers against the no-KD BiLSTM", _markdown(tables["teacher_check"]),
         "## Teachers beside IndoNLU's published baselines (its Table 5; IndoNLU's figures, not ours)",
         _markdown(tables["teachers_vs_indonlu"]),
+        *(_cost_parts(tables) if "costs" in tables else []),
         "## Every run", _markdown(tables["runs"]),
     ]
     return "\n\n".join(parts) + "\n"

@@ -126,6 +126,10 @@ def test_profiles_and_costs_survive_a_new_machine(tmp_path, capsys):
     assert sorted(p.name for p in (out / "profiles").iterdir()) == ["smsa.json"]
     costs = pd.read_csv(out / "tables" / "costs.csv")
     assert set(costs["dataset"]) == {"smsa"} and "× b1" in costs.columns
+    readme = (out / "README.md").read_text()
+    assert "## Costs on the profiled datasets" in readme and "## The paper's claims on our numbers" in readme
+    claims = pd.read_csv(out / "tables" / "paper_claims.csv").set_index("claim")
+    assert claims.loc["BiLSTM speed-up over the teacher, CPU, batch 1 (median)", "datasets"] == 1  # smsa only
     before = results.study_frame(study)
     shutil.rmtree(study)  # a new machine: nothing under outputs/
     after = results.study_frame(out)  # the published folder as the study
