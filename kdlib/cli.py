@@ -196,7 +196,7 @@ def _report(args: argparse.Namespace) -> int:
         table = results.summary(quality)
         say(f"test F1 (%) per dataset, IndoNLU's metric — {study}")
         print(table.to_csv() if csv else table.to_string())
-        for note in (results.capped_note(quality), results.epoch_cap_note(quality)):
+        for note in (results.capped_note(quality), results.epoch_cap_note(quality), results.truncation_note(quality)):
             if note:
                 say(note)
         if args.runs:

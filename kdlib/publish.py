@@ -269,6 +269,7 @@ def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame
     problems = teacher_problems(frame)
     capped = results.capped_note(frame[frame["stage"].isin(results.QUALITY_STAGES)])
     cut = results.epoch_cap_note(frame[frame["stage"].isin(results.QUALITY_STAGES)])
+    truncated = results.truncation_note(frame[frame["stage"].isin(results.QUALITY_STAGES)])
     parts = [
         f"# Study `{study_dir.name}`: published results",
         f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `{command or 'kdexam report --publish'}` from "
@@ -280,6 +281,7 @@ def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame
         *(["**Problems:** " + "; ".join(problems) + "."] if problems else []),
         *([capped] if capped else []),
         *([f"**{cut}**"] if cut else []),
+        *([f"**{truncated}**"] if truncated else []),
         "## Test F1 per dataset (mean ± sd over seeds)", _markdown(tables["f1"]),
         "## KD against no KD (the same student, embeddings and seeds; paired bootstrap 95% CI over seeds and test "
         "examples)", _markdown(tables["kd_vs_no_kd"]),

@@ -28,7 +28,7 @@ from kdlib.profile_tables import REFERENCE_NAME
 COLUMNS = ["stage", "dataset", "model", "variant", "seed", "kd", "loss", "alpha", "temperature", "f1",
            "valid_f1", "teacher_f1", "parameters", "train_examples", "train_split_examples", "best_epoch",
            "resumed_from_epoch", "train_seconds", "wall_seconds", "finished", "run_dir", "shape", "epochs_run",
-           "stopped_by"]
+           "stopped_by", "max_length", "test_examples_cut", "test_words_cut"]
 EARLY_STOPPING, EPOCH_CAP = "early stopping", "epoch cap"  # what ended a run's training (stopped_by)
 
 
@@ -70,7 +70,38 @@ def run_row(m: dict, run_dir: Path, finished: bool) -> dict:
         "transfer_size": transfer.get("size"),
         "transfer_examples": (transfer.get("train_examples") or 0) + (transfer.get("extra_examples") or 0),
         "epochs_run": len(m["history"]) if isinstance(m.get("history"), list) else None, "stopped_by": stopped_by(m),
+        **truncated_columns(m),
     }
+
+
+def truncated_columns(m: dict) -> dict:
+    """A teacher's test split as its max_length leaves it (kdlib.teachers.truncation): the share of examples cut
+    and, for tagging, of words never seen; None for runs that do not record it (students, older teachers)."""
+    test = (m.get("truncated") or {}).get("test") or {}
+    share = {cut: test[cut] / test[of] if test.get(of) else None
+             for cut, of in (("examples_cut", "examples"), ("words_cut", "words"))}
+    return {"max_length": m.get("max_length"), "test_examples_cut": share["examples_cut"],
+            "test_words_cut": share["words_cut"]}
+
+
+TRUNCATION_NOTE_SHARE = 0.01  # a teacher that cuts at least this share of test examples is named
+
+
+def truncation_note(df: pd.DataFrame) -> str:
+    """One line naming the teachers whose max_length cuts off at least 1% of test examples ("" when none does):
+    the cut text is never seen by the teacher or the BERT students (which read its max_length), and a cut word
+    of a tagging task is scored as the fallback label, so their F1 is lower than the model's."""
+    if "test_examples_cut" not in df:
+        return ""
+    cut = df[(df["model"] == "teacher") & (pd.to_numeric(df["test_examples_cut"]) >= TRUNCATION_NOTE_SHARE)]
+    if cut.empty:
+        return ""
+    parts = [f"{r['dataset']} {100 * r['test_examples_cut']:.1f}% of test examples at {int(r['max_length'])} "
+             "sub-words" + (f" ({100 * r['test_words_cut']:.1f}% of its words unseen)"
+                            if pd.notna(r.get("test_words_cut")) and r["test_words_cut"] > 0 else "")
+             for _, r in cut.sort_values("dataset").iterrows()]
+    return ("TRUNCATED inputs (the teacher and the BERT students never see the rest; a cut word is scored as "
+            "the fallback label): " + "; ".join(parts) + ". Raise the teacher's `max_length` for them.")
 
 
 def stopped_by(m: dict) -> str | None:

@@ -185,12 +185,29 @@ def _own_suffix(spec: data.DatasetSpec) -> str:
     return "-" + cache_lib.fingerprint_examples([spec.source])[:8]
 
 
+NO_LIMIT = 1_000_000  # sub-words: "tokenize the whole example" for truncation()
+
+
 def bert_features(ds, tokenizer, spec: data.DatasetSpec, max_length: int) -> list[dict]:
     enc = ds.map(data.encode_for_bert, batched=True, remove_columns=ds.column_names,
                  fn_kwargs={"tokenizer": tokenizer, "spec": spec, "max_length": max_length})
     keep = [c for c in ("input_ids", "attention_mask", "token_type_ids", "word_index", "labels")
             if c in enc.column_names]
     return enc.select_columns(keep).to_list()
+
+
+def truncation(ds, tokenizer, spec: data.DatasetSpec, max_length: int) -> dict[str, int]:
+    """What `max_length` cuts off one split: its examples, those longer than `max_length` sub-words, and for tagging
+    its words and those the cut hides (the teacher and the BERT students never see them; they are scored as
+    train.fallback_label). Counted against the same split tokenized without a limit."""
+    cut = bert_features(ds, tokenizer, spec, max_length)
+    whole = bert_features(ds, tokenizer, spec, NO_LIMIT)
+    out = {"examples": len(cut), "examples_cut": sum(len(a["input_ids"]) < len(b["input_ids"])
+                                                      for a, b in zip(cut, whole))}
+    if spec.is_tagging:
+        out |= {"words": sum(len(f["word_index"]) for f in cut),
+                "words_cut": sum(i < 0 for f in cut for i in f["word_index"])}
+    return out
 
 
 def gold_labels(ds, spec: data.DatasetSpec) -> list:
@@ -257,7 +274,8 @@ def run_teacher(p: TeacherParams) -> RunResult:
         "parameters": models.count_parameters(model), "train_examples": len(train_ds) if p.fine_tune else 0,
         "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]),
         "logit_train_examples": len(logit_sets["train"]), "pooling": _pooling_record(model, spec),
-        "best_epoch": result.best_epoch,
+        "best_epoch": result.best_epoch, "max_length": p.max_length,
+        "truncated": {s: truncation(dd[s], tokenizer, spec, p.max_length) for s in ("valid", "test")},
         "resumed_from_epoch": result.resumed_from_epoch,  # > 0: wall_seconds covers the last attempt only
         "train_seconds": result.train_seconds, "logits_seconds": logits_seconds,
         "wall_seconds": time.perf_counter() - started, "threads": threads, "device": device_name(device),

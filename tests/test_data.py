@@ -232,6 +232,24 @@ def test_encode_for_bert_truncation_marks_lost_words(wordpiece, tiny_data_dir):
             [-100] * ex["word_index"].count(-1)
 
 
+@pytest.mark.parametrize("key", ["nergrit", "smsa"])
+def test_truncation_counts_what_max_length_cuts_off(wordpiece, tiny_data_dir, key):
+    from kdlib import teachers
+
+    spec = data.get_spec(key)
+    ds = data.load_split(key, "train", tiny_data_dir, limit=4)
+    whole = [len(f["input_ids"]) for f in teachers.bert_features(ds, wordpiece, spec, 512)]
+    cut = teachers.truncation(ds, wordpiece, spec, 12)
+    assert cut["examples"] == 4 and cut["examples_cut"] == sum(n > 12 for n in whole) > 0
+    if spec.is_tagging:  # every word of a cut sentence past the limit is unseen, none of a whole one
+        feats = teachers.bert_features(ds, wordpiece, spec, 12)
+        assert cut["words"] == sum(len(ex["tags"]) for ex in ds)
+        assert 0 < cut["words_cut"] == sum(f["word_index"].count(-1) for f in feats)
+    else:
+        assert "words" not in cut
+    assert teachers.truncation(ds, wordpiece, spec, 512)["examples_cut"] == 0
+
+
 def test_encode_for_words_positions(tiny_data_dir):
     spec = data.get_spec("facqa")
     ds = data.load_split("facqa", "train", tiny_data_dir, limit=2)

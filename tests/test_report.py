@@ -339,3 +339,20 @@ def test_report_names_the_runs_cut_by_their_epoch_cap(study, capsys):
     out = capsys.readouterr().out
     assert "STOPPED BY THE EPOCH CAP, not by early stopping" in out and "nergrit teacher (best epoch 13 of 15)" in out
     assert "epoch cap" in out.split("every run")[1]  # and the run table's stopped_by column says so
+
+
+def test_report_names_teachers_whose_max_length_cuts_test_examples(study, capsys):
+    from kdlib import results
+
+    metrics = study / "teacher" / "nergrit" / "teacher" / rundir.METRICS
+    m = rundir.read_json(metrics)
+    rundir.write_json(metrics, {**m, "max_length": 128, "truncated": {
+        "valid": {"examples": 10, "examples_cut": 0, "words": 100, "words_cut": 0},
+        "test": {"examples": 200, "examples_cut": 16, "words": 1000, "words_cut": 20}}})
+    assert cli.main(["report", "--study", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "TRUNCATED inputs" in out and "nergrit 8.0% of test examples at 128 sub-words (2.0% of its words" in out
+    frame = results.collect(study)
+    assert frame.loc[frame["model"] == "teacher", "test_examples_cut"].dropna().tolist() == [0.08]
+    below = frame.assign(test_examples_cut=frame["test_examples_cut"].where(frame["model"] != "teacher", 0.005))
+    assert results.truncation_note(below) == ""  # under 1% of the test examples: not worth a line
