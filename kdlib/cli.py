@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         summary = run_study(args.params, force=args.force, dry_run=args.dry_run, kernel=args.kernel,
                             data_dir=args.data_dir, jobs=args.jobs, scheduler=args.scheduler,
                             rerun_changed=args.rerun_changed, stages=args.stage, datasets=args.dataset,
-                            threads=args.threads, device=args.device)
+                            threads=args.threads, device=args.device, interim=args.interim)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if summary.interrupted:
@@ -148,6 +148,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", "-d", action="append", metavar="DATASET",
                    help="only the runs of this dataset of the study (repeatable; default: all of them); the "
                         "study's analysis run needs every dataset, so it waits for a run without this filter")
+    p.add_argument("--interim", action="store_true",
+                   help="run the study's analysis (notebook 07, report.html) now, on the datasets finished so far "
+                        "here and in its published: folder, instead of waiting for the rest; the next run without "
+                        "it redoes the analysis once they finish. E.g. --stage analysis --interim")
     p.add_argument("--kernel", default="", metavar="NAME",
                    help="Jupyter kernel the notebooks run in (default: this kdexam's own Python interpreter, "
                         "whatever kernels Jupyter has installed; `make venv` also installs it as kd-exam)")

@@ -388,6 +388,17 @@ def drop_published(study: Study, runs: list[Run], root: Path) -> tuple[list[Run]
     return kept, [r.name for r in dropped]
 
 
+def interim_analysis(runs: list[Run]) -> list[Run]:
+    """`kdexam run --interim`: the study's analysis reads what is finished now (here and published) instead of
+    waiting for the profiles still to do; a later run redoes it after them (outdated_runs), so an interim report
+    never outlives the runs it left out. Every other run is unchanged."""
+    if not any(r.stage == "analysis" for r in runs):
+        raise ConfigError("--interim runs the study's analysis now, but no analysis run is selected: the study needs "
+                          "a profile: section, and --stage (if given) must include analysis.")
+    return [replace(r, needs=tuple(n for n in r.needs if rundir.is_done(n))) if r.stage == "analysis" else r
+            for r in runs]
+
+
 def outdated_runs(runs: list[Run], redo: Collection[Path] = ()) -> list[Path]:
     """Finished runs that need a run which will run now (new, unfinished or redone): the analysis of a study that
     gained a dataset, a profile whose dataset gained a student. They are redone after it; their old folder is
@@ -685,10 +696,10 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
               data_dir: str | None = None, root: Path | None = None, jobs: int = 1, scheduler: str | None = None,
               rerun_changed: bool = False, stages: Sequence[str] | None = None,
               datasets: Sequence[str] | None = None, threads: int | None = None, device: str | None = None,
-              echo=print) -> Summary:
+              interim: bool = False, echo=print) -> Summary:
     """Run (or with dry_run list) a study's runs; `stages` keeps only the runs of those stages (teacher, distill,
     ablation-*, profile, analysis) and `datasets` those of these datasets: a run whose needs are outside them and
-    not done is blocked, not run."""
+    not done is blocked, not run; `interim` runs the analysis on what is finished (interim_analysis)."""
     from kdlib.config import load_params
 
     study = load_params(path)
@@ -714,6 +725,8 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
         runs = [r for r in runs if r.dataset in chosen]
     check_parameters(runs)
     runs, elsewhere = (runs, []) if force else drop_published(study, runs, root)
+    if interim:
+        runs = interim_analysis(runs)
     stale = {} if force else stale_runs(runs)
     echo(f"study {study.name}: {len(runs)} runs -> {study.study_dir(root)}")
     if elsewhere:

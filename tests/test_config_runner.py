@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kdlib import config, runner
+from kdlib import cli, config, runner
 from kdlib.errors import ConfigError
 
 GOOD = """
@@ -390,3 +390,25 @@ def test_stages_keep_only_their_runs(tmp_path, tiny_data_dir):
     assert len(listed) == 1 + 2 * 2 * 3 and all("/nergrit/" in line for line in listed)
     with pytest.raises(ConfigError, match="dataset.*casa not in this study"):
         runner.run_study(str(params), data_dir=str(tiny_data_dir), dry_run=True, datasets=["casa"])
+
+
+def test_an_interim_analysis_reads_what_is_finished_and_is_redone_when_the_rest_finishes(tmp_path, tiny_data_dir,
+                                                                                          capsys):
+    study = config.load_params(write(tmp_path, GOOD + f"output_dir: {tmp_path / 'out'}\n"
+                                     "profile: {thread_counts: [1]}\n"))
+    runs = runner.plan(study, data_dir=str(tiny_data_dir))
+    smsa = [r for r in runs if r.dataset == "smsa"]
+    for run in smsa:  # smsa finished and profiled; nergrit not started
+        _finish(run)
+    analysis = runs[-1]
+    assert analysis.stage == "analysis" and len(analysis.needs) == 2
+    now = runner.interim_analysis(runs)
+    assert now[-1].needs == tuple(r.out_dir for r in smsa if r.stage == "profile")  # the finished profile only
+    assert now[:-1] == runs[:-1]  # nothing else changes
+    _finish(analysis)  # the interim analysis ran; the next plain run redoes it after nergrit's profile
+    assert analysis.out_dir in runner.outdated_runs(runs)
+    with pytest.raises(ConfigError, match="--interim runs the study's analysis now, but no analysis run"):
+        runner.interim_analysis([r for r in runs if r.stage != "analysis"])
+    assert cli.main(["run", str(tmp_path / "study.yaml"), "--data-dir", str(tiny_data_dir), "--stage", "teacher",
+                     "--interim", "--dry-run"]) == 1
+    assert capsys.readouterr().err.strip().endswith("--stage (if given) must include analysis.")
