@@ -17,15 +17,38 @@ bound, no early stop) and a likelier count with early stopping (best epoch assum
 With --jobs N each run has threads = cores / N and N run at once, so wall ~= total / N. On a loaded machine a run
 gets less than its cores; the rates are also given per CPU second (what the run costs on a quiet machine).
 Profile and analysis runs are not included.
+
+With --from-runs (no training, seconds): the same question answered from the published runs instead,
+
+    python benchmarks/estimate_exam.py --from-runs [reports/exam-offline/runs.csv ...] --params params/exam-offline.yaml
+
+(default: every reports/*/runs.csv). For each model kind (teacher and each student) a training rate in words per
+second is fitted over the published runs: sum(train examples x transfer multiplier x mean words x epochs run) /
+sum(train_seconds). A run's settings (its transfer set, epochs, patience, min_epochs) come from a runs.csv column
+of that name, else the published settings.json beside it, else the study file whose `study` name (or `published`
+folder) is the runs.csv's folder (--runs-params, default params/*.yaml), as planned by kdlib.runner.plan; a run
+without epochs_run ran max(best_epoch + patience, min_epochs) epochs, at most its epochs. Then for every dataset of
+--params, from its planned runs (per_student seeds, variants, transfer sets; per_dataset caps; profile runs):
+
+    run = O(stage) + train examples (after max_train_examples) x transfer multiplier x mean words x E / rate(kind)
+
+O(stage): the median of wall_seconds - train_seconds over the published runs of that stage (teacher or distill,
+resumed runs left out); E = min(epochs, max(ceil(epochs/3) + patience, min_epochs)); a no-KD run reads the train
+split only (the runner's rule); a profile run costs --profile-seconds. One table row per dataset, in CPU-h (one
+thread a run, as `kdexam run --jobs <cores>` runs them), and whether it fits one session (--session-cpu-h).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import common
+import yaml
 
 from kdlib import config, data, models, params, runner, teachers
 from kdlib.train import BucketBatchSampler, TrainConfig, feature_length, predict_logits
@@ -114,12 +137,226 @@ def estimate(study: config.Study, sizes, rates, overhead: float, cpu: bool) -> d
     return totals
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# --from-runs: rates fitted on the published runs, no training
+
+# The profile stage (notebook 06) of one dataset, wall seconds with one run at a time: KEPS's measured profile,
+# reports/exam-offline/profiles/keps.json "wall_seconds": 1695.98 (2-core EPYC, the study's profile: section:
+# thread_counts [1, 0], batch_sizes [1, 32], 20 runs, the BERT-base reference). Taken as the same for every dataset.
+PROFILE_SECONDS = 1696.0
+KINDS = ("teacher", "bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small", "pruned")
+RUN_COLUMNS = ("transfer", "transfer_size", "epochs", "patience", "min_epochs", "max_train_examples")  # win if set
+
+
+def likely_epochs(p: dict) -> int:
+    """The estimate's epochs: best epoch assumed at a third of the bound, then patience, at least min_epochs."""
+    return min(p["epochs"], max(math.ceil(p["epochs"] / 3) + p["patience"], p.get("min_epochs") or 1))
+
+
+def ran_epochs(row: dict, p: dict) -> float:
+    """Epochs a published run trained: epochs_run, else max(best_epoch + patience, min_epochs), at most epochs."""
+    if _given(row.get("epochs_run")):
+        return float(row["epochs_run"])
+    n = max(int(row["best_epoch"]) + int(p["patience"]), int(p.get("min_epochs") or 1))
+    return float(min(n, int(p["epochs"])) if _given(p.get("epochs")) else n)
+
+
+def multiplier(p: dict) -> float:
+    """Training examples per train example: the transfer set's size (a no-KD run plans transfer: train, 1)."""
+    return 1.0 if p.get("transfer", "train") == "train" else float(p.get("transfer_size") or 1.0)
+
+
+def _given(value) -> bool:
+    return value is not None and value == value and value != ""  # not None, NaN or empty
+
+
+def planned_runs(study: config.Study, data_dir: str) -> list[runner.Run]:
+    """Every teacher, distill and profile run of a study, as `kdexam run` plans them (a study that borrows its
+    teachers with teachers_from trains none: planned without it, its teacher runs dropped)."""
+    runs = runner.plan(dataclasses.replace(study, teachers_from=None), root=runner.REPO_ROOT, data_dir=data_dir)
+    return [r for r in runs if r.stage in ("distill", "profile") or (r.stage == "teacher" and not study.teachers_from)]
+
+
+def study_for(folder: Path, study_files: list[Path]) -> Path | None:
+    """The study file whose study name is the published folder's name, else one whose `published:` is that folder."""
+    raws = {}
+    for path in study_files:
+        try:
+            raws[path] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+    named = [p for p, raw in raws.items() if isinstance(raw, dict) and raw.get("study") == folder.name]
+    pointing = [p for p, raw in raws.items() if isinstance(raw, dict) and isinstance(raw.get("published"), str)
+                and (p.parent / raw["published"]).resolve() == folder.resolve()]
+    return next(iter(named + pointing), None)
+
+
+def published_runs(paths: list[Path], study_files: list[Path], data_dir: str) -> tuple[list[dict], list[str]]:
+    """The rows of the published runs.csv files with each run's settings under "p"; duplicates (a teacher published
+    by two studies) once. Also notes on what was left out."""
+    import pandas as pd
+
+    rows, notes, seen = [], [], set()
+    for path in paths:
+        folder = path.parent
+        recorded = {}
+        if (folder / "settings.json").is_file():
+            recorded = {k: v.get("parameters", {}) for k, v in json.loads((folder / "settings.json").read_text(
+                encoding="utf-8")).items()}
+        planned, study_path = {}, study_for(folder, study_files)
+        if study_path is not None:
+            study = config.load_params(study_path)
+            root = study.study_dir(runner.REPO_ROOT)
+            planned = {r.out_dir.relative_to(root).as_posix(): r.parameters for r in planned_runs(study, data_dir)}
+        skipped = 0
+        for row in pd.read_csv(path).to_dict("records"):
+            key = tuple(row.get(c) for c in ("stage", "dataset", "model", "variant", "seed", "train_seconds",
+                                             "wall_seconds"))
+            if key in seen or row.get("stage") not in ("teacher", "distill"):
+                continue
+            seen.add(key)
+            p = {**planned.get(row.get("run_dir"), {}), **recorded.get(row.get("run_dir"), {}),
+                 **{c: row[c] for c in RUN_COLUMNS if _given(row.get(c))}}
+            try:
+                if _given(row.get("transfer_examples")):
+                    row["multiplier"] = float(row["transfer_examples"]) / float(row["train_examples"])
+                else:
+                    row["multiplier"] = multiplier(p) if row["stage"] == "distill" else 1.0
+                row["epochs_used"] = ran_epochs(row, p)
+            except (KeyError, TypeError, ValueError):  # no settings for a run without epochs_run
+                skipped += 1
+                continue
+            rows.append(row)
+        if skipped:
+            notes.append(f"{path}: {skipped} run(s) left out: no settings found (no study file "
+                         f"{'matched' if study_path is None else 'plans them'}, no settings.json entry)")
+    return rows, notes
+
+
+def fit_rates(rows: list[dict], mean_words: dict[str, float]) -> dict[str, dict]:
+    """Per model kind: training words per second over its published runs, and what it rests on."""
+    out = {}
+    for row in rows:
+        r = out.setdefault(row["model"], {"runs": 0, "words": 0.0, "seconds": 0.0, "each": []})
+        words = row["train_examples"] * row["multiplier"] * mean_words[row["dataset"]] * row["epochs_used"]
+        r["runs"] += 1
+        r["words"] += words
+        r["seconds"] += row["train_seconds"]
+        r["each"].append(words / row["train_seconds"])
+    for r in out.values():
+        r["rate"] = r["words"] / r["seconds"]
+    return out
+
+
+def overheads(rows: list[dict]) -> dict[str, float]:
+    """Per stage: the median of wall - train seconds (what a run pays besides training), resumed runs left out."""
+    out = {}
+    for stage in ("teacher", "distill"):
+        gaps = [r["wall_seconds"] - r["train_seconds"] for r in rows
+                if r["stage"] == stage and not (r.get("resumed_from_epoch") or 0)]
+        out[stage] = statistics.median(gaps) if gaps else 0.0
+    return out
+
+
+def estimate_from_runs(study: config.Study, runs: list[runner.Run], sizes, rates, overhead: dict[str, float],
+                       profile_seconds: float) -> list[dict]:
+    """Per dataset: train examples used, mean words, and seconds of the teacher, the students and the profile."""
+    out = []
+    for d in study.datasets:
+        split, words = int(sizes[d]["train"]), float(sizes[d]["mean_words"])
+        row = {"dataset": d, "train": set(), "teacher_train": set(), "mean_words": words, "runs": 0,
+               "teacher": 0.0, "students": 0.0, "profile": 0.0}
+        for run in (r for r in runs if r.dataset == d):
+            p = run.parameters
+            if run.stage == "profile":
+                row["profile"] += profile_seconds
+                continue
+            kind = "teacher" if run.stage == "teacher" else p["student"]
+            if kind not in rates:
+                raise SystemExit(f"no published run of {kind} to fit its rate on: pass --from-runs with a runs.csv "
+                                 "that has some.")
+            n = min(split, p.get("max_train_examples") or split)
+            row["teacher_train" if kind == "teacher" else "train"].add(n)
+            mult = 1.0 if kind == "teacher" else multiplier(p)
+            row["runs"] += 1
+            row["teacher" if kind == "teacher" else "students"] += (
+                    overhead[run.stage] + n * mult * words * likely_epochs(p) / rates[kind]["rate"])
+        out.append(row)
+    return out
+
+
+def from_runs(args) -> None:
+
+    data_dir = str(data.resolve_data_dir(args.data_dir))
+    paths = [Path(p) for p in args.from_runs] or sorted((runner.REPO_ROOT / "reports").glob("*/runs.csv"))
+    study_files = [Path(p) for p in args.runs_params] if args.runs_params else sorted(
+        (runner.REPO_ROOT / "params").glob("*.yaml"))
+    study = config.load_params(args.params)
+    rows, notes = published_runs(paths, study_files, data_dir)
+    keys = set(data.DATASETS)
+    rows = [r for r in rows if r["dataset"] in keys]
+    sizes = data.describe(data_dir, sorted({*study.datasets, *(r["dataset"] for r in rows)})).set_index("key")
+    mean_words = sizes["mean_words"].to_dict()
+    rates, overhead = fit_rates(rows, mean_words), overheads(rows)
+    common.print_table(
+        f"training rates from {len(rows)} published runs ({', '.join(str(p) for p in paths)})",
+        [{"model": k, "runs": r["runs"], "words trained (M)": round(r["words"] / 1e6, 2),
+          "train CPU-h": round(r["seconds"] / 3600, 2), "train words/s": round(r["rate"]),
+          "runs' words/s (min-max)": f"{min(r['each']):.0f}-{max(r['each']):.0f}"}
+         for k in (*KINDS, *sorted(set(rates) - set(KINDS))) if (r := rates.get(k))],
+        [f"words = train examples x transfer multiplier x mean words x epochs run; overhead per run (median wall - "
+         f"train seconds): teacher {overhead['teacher']:.0f}s, student {overhead['distill']:.0f}s", *notes])
+    runs = planned_runs(study, data_dir)
+    estimate = estimate_from_runs(study, runs, sizes.to_dict("index"), rates, overhead, args.profile_seconds)
+    table = []
+    for e in estimate:
+        train = "/".join(str(n) for n in sorted(e["train"])) or "-"
+        if e["teacher_train"] and e["teacher_train"] != e["train"]:
+            train += f" (teacher {'/'.join(str(n) for n in sorted(e['teacher_train']))})"
+        total = e["teacher"] + e["students"] + e["profile"]
+        table.append({"dataset": e["dataset"], "train examples": train, "mean words": e["mean_words"],
+                      "runs": e["runs"], "teacher CPU-h": round(e["teacher"] / 3600, 2),
+                      "students CPU-h": round(e["students"] / 3600, 2), "profile CPU-h": round(e["profile"] / 3600, 2),
+                      "total CPU-h": round(total / 3600, 2), "fits": "yes" if total / 3600 <= args.session_cpu_h
+                      else "no"})
+    sums = {k: round(sum(r[k] for r in table), 2) for k in ("teacher CPU-h", "students CPU-h", "profile CPU-h",
+                                                             "total CPU-h")}
+    table.append({"dataset": "all", "train examples": "", "mean words": "", "runs": sum(r["runs"] for r in table),
+                  **sums, "fits": ""})
+    teachers = {d: likely_epochs(r.parameters) for r in runs if r.stage == "teacher" for d in [r.dataset]}
+    students = sorted({likely_epochs(r.parameters) for r in runs if r.stage == "distill"})
+    common.print_table(
+        f"estimate for {Path(args.params).name} from the published runs: CPU-h per dataset (one thread a run), "
+        f"session budget {args.session_cpu_h} CPU-h", table,
+        ["epochs: every teacher and student runs min(epochs, max(ceil(epochs/3) + patience, min_epochs)) (best "
+         "epoch assumed at a third of the bound): students " + "/".join(map(str, students)) + ", teachers "
+         + ", ".join(f"{d} {n}" for d, n in teachers.items()),
+         "train examples: the train split after max_train_examples; a KD run trains on it x its transfer_size "
+         "(per_student transfer: train reads it once), a no-KD run on the train split",
+         f"profile: {args.profile_seconds:.0f}s a dataset (--profile-seconds; KEPS's measured profile, "
+         "reports/exam-offline/profiles/keps.json wall_seconds); the study's analysis run is not included",
+         "not modelled apart from the median overhead: the teacher labelling a transfer set (paid once, by the "
+         "dataset's first KD run)"] + (["teachers: borrowed (teachers_from), none trained"] if study.teachers_from
+                                       else []))
+
+
 def main() -> None:
     p = common.arguments(__doc__.splitlines()[0], train=300)
     p.add_argument("--params", default=str(runner.REPO_ROOT / "params" / "exam-offline.yaml"))
     p.add_argument("--jobs", type=int, default=2, help="runs at once in the estimate (default: %(default)s)")
+    p.add_argument("--from-runs", nargs="*", default=None, metavar="RUNS_CSV",
+                   help="estimate from published runs, no training (no file: every reports/*/runs.csv)")
+    p.add_argument("--runs-params", nargs="+", default=None, metavar="YAML",
+                   help="with --from-runs: study files that say the published runs' settings (default: params/*.yaml)")
+    p.add_argument("--session-cpu-h", type=float, default=4.5,
+                   help="with --from-runs: CPU-h one session affords (default: %(default)s)")
+    p.add_argument("--profile-seconds", type=float, default=PROFILE_SECONDS,
+                   help="with --from-runs: CPU seconds of one dataset's profile run (default: %(default)s, KEPS's)")
     p.set_defaults(eval=300)
-    args = common.settle(p.parse_args(), "estimate")
+    args = p.parse_args()
+    if args.from_runs is not None:
+        return from_runs(args)
+    args = common.settle(args, "estimate")
     study = config.load_params(args.params)
     data_dir, teacher_dir = common.prepare(args)
     full = data.describe(args.data_dir or None, study.datasets).set_index("key")
