@@ -728,6 +728,11 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
     if interim:
         runs = interim_analysis(runs)
     stale = {} if force else stale_runs(runs)
+    # an analysis whose own settings are unchanged only reads other runs' files: one that read a run redone since
+    # (an interim analysis, then a dataset finished) is simply redone, like one whose inputs are still to run
+    rederived = [r.out_dir for r in runs if r.stage == "analysis" and r.out_dir in stale and not changed_settings(r)]
+    for path in rederived:
+        del stale[path]
     echo(f"study {study.name}: {len(runs)} runs -> {study.study_dir(root)}")
     if elsewhere:
         echo(f"  {len(elsewhere)} run(s) published in {study.published}, with these settings and not on this machine: "
@@ -736,6 +741,7 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
     if study.teachers_from:
         echo(f"  teachers from {study.teachers_dir(root)}" + (": SOME MISSING" if missing else " (finished)"))
     outdated = outdated_runs(runs, set(stale))
+    outdated += [p for p in rederived if p not in outdated]
     if dry_run:
         for run in runs:
             state = "done" if rundir.is_done(run.out_dir) else "to run"

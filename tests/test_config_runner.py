@@ -407,6 +407,15 @@ def test_an_interim_analysis_reads_what_is_finished_and_is_redone_when_the_rest_
     assert now[:-1] == runs[:-1]  # nothing else changes
     _finish(analysis)  # the interim analysis ran; the next plain run redoes it after nergrit's profile
     assert analysis.out_dir in runner.outdated_runs(runs)
+    time.sleep(1.1)  # done.json records whole seconds
+    for run in runs[:-1]:  # nergrit finishes after it (another kdexam run): the analysis is redone, not CHANGED
+        if run.dataset == "nergrit":
+            _finish(run)
+    assert analysis.out_dir in runner.stale_runs(runs)
+    lines = []
+    runner.run_study(str(tmp_path / "study.yaml"), data_dir=str(tiny_data_dir), dry_run=True, stages=["analysis"],
+                     echo=lines.append)
+    assert "  analysis/all/analysis (done, redone after the runs it reads)" in lines
     with pytest.raises(ConfigError, match="--interim runs the study's analysis now, but no analysis run"):
         runner.interim_analysis([r for r in runs if r.stage != "analysis"])
     assert cli.main(["run", str(tmp_path / "study.yaml"), "--data-dir", str(tiny_data_dir), "--stage", "teacher",
