@@ -140,9 +140,10 @@ def estimate(study: config.Study, sizes, rates, overhead: float, cpu: bool) -> d
 # ----------------------------------------------------------------------------------------------------------------
 # --from-runs: rates fitted on the published runs, no training
 
-# The profile stage (notebook 06) of one dataset, wall seconds with one run at a time: KEPS's measured profile,
-# reports/exam-offline/profiles/keps.json "wall_seconds": 1695.98 (2-core EPYC, the study's profile: section:
-# thread_counts [1, 0], batch_sizes [1, 32], 20 runs, the BERT-base reference). Taken as the same for every dataset.
+# The profile stage (notebook 06) of one dataset, wall seconds with one run at a time: KEPS's profile of 2026-12-02
+# (2-core AMD EPYC, beside one training job: 1,695.98 s; the study's profile: section: thread_counts [1, 0],
+# batch_sizes [1, 32], 20 runs, the BERT-base reference). Kept as a conservative figure: on 2026-12-03's 2-core
+# Intel Xeon the same profile took 844 s (CASA), 1,670 s (WReTE) and 879 s (KEPS). Taken as the same for every dataset.
 PROFILE_SECONDS = 1696.0
 KINDS = ("teacher", "bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small", "pruned")
 RUN_COLUMNS = ("transfer", "transfer_size", "epochs", "patience", "min_epochs", "max_train_examples")  # win if set
@@ -286,9 +287,15 @@ def estimate_from_runs(study: config.Study, runs: list[runner.Run], sizes, rates
 
 
 def from_runs(args) -> None:
-
-    data_dir = str(data.resolve_data_dir(args.data_dir))
     paths = [Path(p) for p in args.from_runs] or sorted((runner.REPO_ROOT / "reports").glob("*/runs.csv"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"--from-runs: no such file {', '.join(missing)}; give published runs.csv files "
+                         "(reports/<study>/runs.csv), or none for every reports/*/runs.csv.")
+    if not paths:
+        raise SystemExit("--from-runs: no reports/*/runs.csv to fit rates on; publish a study first "
+                         "(kdexam report --study outputs/S --publish reports/S) or name a runs.csv.")
+    data_dir = str(data.resolve_data_dir(args.data_dir))
     study_files = [Path(p) for p in args.runs_params] if args.runs_params else sorted(
         (runner.REPO_ROOT / "params").glob("*.yaml"))
     study = config.load_params(args.params)

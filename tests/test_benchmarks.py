@@ -149,3 +149,11 @@ def test_estimate_exam_from_runs_fits_rates_without_training(monkeypatch, tmp_pa
                                                                                                  ["bilstm"])}
     assert rates["bilstm"][1] == "2" and rates["teacher"][1] == "1"
     assert not (tmp_path / "never-written").exists()  # no scratch folder, nothing trained
+
+
+def test_estimate_exam_from_runs_names_a_missing_runs_csv(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module("estimate_exam")
+    monkeypatch.setattr(sys, "argv", ["estimate_exam", "--from-runs", str(tmp_path / "nope" / "runs.csv")])
+    with pytest.raises(SystemExit, match=r"--from-runs: no such file .*nope/runs.csv; give published runs.csv"):
+        module.main()
