@@ -230,6 +230,7 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
         board = results.scoreboard(results.study_frame(study_dir, published=out_dir))
         tables["costs"] = results.cost_table(board[board["dataset"].isin(profiled)]).reset_index()
         tables["paper_claims"] = results.paper_claims(board)
+    tables["headline"] = results.headline(frame, tables.get("costs"))
     for name, table in tables.items():
         path = out_dir / "tables" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,6 +283,11 @@ def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame
         *([capped] if capped else []),
         *([f"**{cut}**"] if cut else []),
         *([f"**{truncated}**"] if truncated else []),
+        "## The exam in one table",
+        "Test F1 (%) of the teacher and each student's best KD variant on validation F1 (mean ± sd over seeds); "
+        "averages per task group over the datasets every model has; costs at batch 1, one thread, PyTorch (ONNX in "
+        "brackets), median over the profiled datasets. `tables/headline.csv`.",
+        _markdown(tables["headline"]),
         "## Test F1 per dataset (mean ± sd over seeds)", _markdown(tables["f1"]),
         "## KD against no KD (the same student, embeddings and seeds; paired bootstrap 95% CI over seeds and test "
         "examples)", _markdown(tables["kd_vs_no_kd"]),

@@ -415,6 +415,94 @@ def cost_table(board: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["dataset", "model"]).astype(float).round(2)
 
 
+SHAPE_WORDS = {"single": "single sentence", "pair": "sentence pair", "aspect": "multi-aspect", "tagging": "tagging",
+               "qa": "QA as span tagging"}
+
+
+def headline(frame: pd.DataFrame, costs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The exam in one table, for a reader who reads nothing else: per dataset (its task shape, and its train cap
+    if any), the teacher's and each student's test F1 (%, mean ± sd over seeds; a student's best KD variant on
+    validation F1: its no-KD runs are in kdlib.publish.kd_table), the best student; then the classification and
+    tagging averages (a model missing a dataset of the group gets none); then, from `costs` (cost_table, reset to
+    columns; batch 1, one thread), the median over profiled datasets of the speed-up over our teacher (its ONNX one
+    in brackets), over the BERT-base-shaped timing model, and the size as % of our teacher. Strings, to print."""
+    quality = frame[frame["stage"].isin(QUALITY_STAGES)]
+    quality = quality[(quality["stage"] == "teacher") | (quality["variant"] != "no-kd")]
+    if quality.empty:
+        return pd.DataFrame()
+    per_variant = quality.groupby(["dataset", "model", "variant"], as_index=False).agg(
+        f1=("f1", "mean"), sd=("f1", "std"), seeds=("f1", "count"), valid=("valid_f1", "mean"),
+        shape=("shape", "first"), used=("train_examples", "min"), split=("train_split_examples", "max"))
+    best = per_variant.sort_values(["valid", "f1"], ascending=False, na_position="last").drop_duplicates(
+        ["dataset", "model"])
+    models = model_order(best["model"].unique())
+    students = [m for m in models if m != "teacher"]
+    order = {d: i for i, d in enumerate(DATASETS)}
+    datasets = sorted(best["dataset"].unique(), key=lambda d: (order.get(d, len(order)), d))
+    cell = best.set_index(["dataset", "model"])
+    rows, groups = [], {}
+    for d in datasets:
+        here = cell.loc[d]
+        shape = next((s for s in here["shape"] if isinstance(s, str)), DATASETS[d].shape if d in DATASETS else None)
+        teacher = here.loc["teacher"] if "teacher" in here.index else None
+        label = _dataset_label(d, shape, teacher)
+        row = {"dataset": label}
+        for m in models:
+            if m in here.index:
+                r = here.loc[m]
+                row[m] = f"{100 * r['f1']:.2f}" + (f" ± {100 * r['sd']:.2f}" if r["seeds"] > 1 else "")
+        scores = here.loc[[m for m in students if m in here.index], "f1"]
+        row["best student"] = scores.idxmax() if len(scores) else ""
+        rows.append(row)
+        groups.setdefault(group_of(d, shape), []).append(d)
+    for group in ("classification", "tagging"):
+        if not (members := groups.get(group)):
+            continue
+        row = {"dataset": f"{group} average ({len(members)})"}
+        means = {}
+        for m in models:
+            values = [cell.loc[(d, m), "f1"] if (d, m) in cell.index else float("nan") for d in members]
+            if not pd.isna(mean := pd.Series(values, dtype=float).mean(skipna=False)):
+                row[m], means[m] = f"{100 * mean:.2f}", mean
+        students_here = {m: v for m, v in means.items() if m != "teacher"}
+        row["best student"] = max(students_here, key=students_here.get) if students_here else ""
+        rows.append(row)
+    if costs is not None and not costs.empty:
+        rows.extend(_headline_costs(costs, models))
+    return pd.DataFrame(rows, columns=["dataset", *models, "best student"]).fillna("")
+
+
+def _dataset_label(dataset: str, shape: str | None, teacher) -> str:
+    spec = DATASETS.get(dataset)
+    label = f"{spec.name if spec else dataset} ({SHAPE_WORDS.get(shape, shape or '?')}"
+    if teacher is not None and teacher["used"] < teacher["split"]:
+        label += f", train capped at {int(teacher['used']):,} of {int(teacher['split']):,}"
+    return label + ")"
+
+
+def _headline_costs(costs: pd.DataFrame, models: Sequence[str]) -> list[dict]:
+    """The cost rows of the headline: medians over the profiled datasets, batch 1."""
+    n = costs["dataset"].nunique()
+    by_model = costs.groupby("model")
+
+    def median(model: str, column: str) -> float:
+        return float(by_model.get_group(model)[column].median()) if column in costs and model in by_model.groups \
+            else float("nan")
+
+    speed = {"dataset": f"speed-up over our teacher, batch 1 (ONNX), median of {n}"}
+    reference = {"dataset": f"speed-up over a BERT-base-shaped model, median of {n}"}
+    size = {"dataset": f"size, % of our teacher, median of {n}"}
+    for m in models:
+        if not pd.isna(x := median(m, "× b1")):
+            onnx = median(m, "ONNX × b1")
+            speed[m] = f"{x:.1f}×" + ("" if pd.isna(onnx) else f" ({onnx:.1f}×)")
+        if m != "teacher" and not pd.isna(x := median(m, "× BERT-base b1")):
+            reference[m] = f"{x:.1f}×"
+        if not pd.isna(x := median(m, "% of teacher size")):
+            size[m] = f"{x:.1f}%"
+    return [r for r in (speed, reference, size) if len(r) > 1]
+
+
 def _ratio(a, b) -> float:
     try:
         return float(a) / float(b) if b and not pd.isna(a) and not pd.isna(b) else float("nan")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import pandas as pd
 import pytest
 
 from kdlib import cli, distill, params, rundir, teachers
@@ -62,6 +63,9 @@ def test_profile_and_analysis_notebooks_run_and_write_the_report(tmp_path, _tiny
     for name in ("pareto-latency", "pareto-size", "heatmap-delta"):
         assert (analysis / "figures" / f"{name}.png").stat().st_size > 1000
     assert (analysis / "tables" / "leaderboard.csv").exists() and (analysis / "tables" / "costs.csv").exists()
+    headline = pd.read_csv(analysis / "tables" / "headline.csv", keep_default_na=False).set_index("dataset")
+    assert list(headline.columns) == ["teacher", "bilstm", "cnn", "best student"]
+    assert "SmSA (single sentence" in headline.index[0] and headline.index[-1].startswith("size, % of our teacher")
     html = (analysis / "report.html").read_text()
     assert "Which student is best?" in html and "data:image/png;base64" in html and "pick" in html
 

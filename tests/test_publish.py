@@ -293,3 +293,34 @@ def test_a_published_pick_gets_how_to_train_and_export_it_not_an_export_command(
     assert rec.export_hint.endswith("`kdexam export --study outputs/exam --dataset keps --student cnn --variant "
                                     "kl-T2-a0.5 --out exports/keps-cnn`")
     assert '"export_hint": "its model' in recommend.recommendations_json([rec])
+
+
+def test_the_headline_table_gives_each_dataset_the_best_kd_variant_group_averages_and_median_costs(tmp_path):
+    study = make_study(tmp_path / "outputs" / "s", QUALITY, profiled=("smsa",))
+    teacher = study / "teacher" / "smsa" / "teacher" / rundir.METRICS  # a capped teacher is named in its row
+    rundir.write_json(teacher, {**rundir.read_json(teacher), "train_examples": 2000, "train_split_examples": 11000})
+    out = tmp_path / "reports" / "s"
+    publish.publish(study, out)
+    table = pd.read_csv(out / "tables" / "headline.csv", keep_default_na=False).set_index("dataset")
+    assert list(table.columns) == ["teacher", "bilstm", "cnn", "best student"]
+    smsa = table.loc["SmSA (single sentence, train capped at 2,000 of 11,000)"]
+    assert smsa["teacher"] == "90.00" and smsa["bilstm"] == "87.00 ± 1.41"  # KD only: no-KD's 81 is not shown
+    assert smsa["cnn"] == "84.00" and smsa["best student"] == "bilstm"
+    nergrit = table.loc["NERGrit (tagging)"]
+    assert nergrit["bilstm"] == "63.00 ± 1.41" and nergrit["best student"] == "bilstm"
+    assert table.loc["classification average (1)", "cnn"] == "84.00"
+    assert table.loc["tagging average (1)", "teacher"] == "60.00"
+    speed = table.loc["speed-up over our teacher, batch 1 (ONNX), median of 1"]  # smsa's profile only
+    assert speed["teacher"] == "1.0× (2.0×)" and speed["bilstm"] == "20.0× (100.0×)"
+    assert speed["cnn"] == "40.0× (200.0×)"
+    assert table.loc["size, % of our teacher, median of 1", "bilstm"] == "0.7%"
+    readme = (out / "README.md").read_text()
+    assert readme.index("## The exam in one table") < readme.index("## Test F1 per dataset")
+    assert "| SmSA (single sentence, train capped at 2,000 of 11,000) |" in readme
+    # a model missing one dataset of a group gets no average there, not the average of the others
+    from kdlib import results
+
+    frame = rundir_frame(study)
+    two = frame[~((frame["dataset"] == "smsa") & (frame["model"] == "cnn"))]
+    assert results.headline(two).set_index("dataset").loc["classification average (1)", "cnn"] == ""
+    assert results.headline(frame[frame["stage"] == "ablation-loss"]).empty
