@@ -23,6 +23,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 from kdlib import data, models  # noqa: E402
+from kdlib.errors import one_line_errors  # noqa: E402
 from kdlib.train import Collator, make_loader, set_threads  # noqa: E402
 
 
@@ -113,6 +114,7 @@ def bench(key: str, args: argparse.Namespace) -> list[dict]:
     return out
 
 
+@one_line_errors
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", action="append", help="dataset key, repeatable (default: smsa and nergrit)")

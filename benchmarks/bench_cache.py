@@ -21,6 +21,7 @@ import torch
 from transformers import BertConfig
 
 from kdlib import data, models
+from kdlib.errors import one_line_errors
 from kdlib.train import BucketBatchSampler, TrainConfig, feature_length, make_loader
 
 BATCH = 32
@@ -51,6 +52,7 @@ def teacher_passes(teachers: list, features: list[dict], collator) -> list[float
     return [s if t is not None else None for s, t in zip(seconds, teachers)]
 
 
+@one_line_errors
 def main() -> None:
     p = common.arguments(__doc__.splitlines()[0])
     p.add_argument("--students", nargs="+", default=["bilstm", "cnn", "bert-tiny"],

@@ -16,6 +16,7 @@ import common
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
+from kdlib.errors import one_line_errors
 from kdlib.train import BucketBatchSampler, Collator, TrainConfig, batch_loss, feature_length
 
 BATCH = 32
@@ -72,6 +73,7 @@ class Variant:
         self.real, self.total = self.real + int(real.sum()), self.total + real.numel()
 
 
+@one_line_errors
 def main() -> None:
     p = common.arguments(__doc__.splitlines()[0])
     p.add_argument("--students", nargs="+", default=["bilstm", "bert-tiny"], choices=("bilstm", "cnn", "bert-tiny"))

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kdlib import data
+from kdlib.errors import one_line_errors
 from kdlib.models import ModelOutput
 from kdlib.train import TrainConfig, evaluate, fit
 
@@ -217,6 +218,7 @@ def contend(args) -> dict:
     return {"seconds": seconds, "examples_per_s": n / seconds, "examples_per_cpu_s": n / cpu, "f1": test["f1"]}
 
 
+@one_line_errors
 def main() -> None:
     p = common.arguments(__doc__.splitlines()[0])
     p.add_argument("--student", default="bilstm", choices=("bilstm", "cnn", "bert-tiny"))

@@ -23,6 +23,7 @@ import common  # benchmarks/common.py: first, it sets the progress-bar switches
 import pandas as pd
 
 from kdlib import data, distill, export, params, predict, rundir
+from kdlib.errors import one_line_errors
 
 TEACHER_SCRIPT = """
 import sys, torch
@@ -82,6 +83,7 @@ def cold_start(cmd: list[str], starts: int) -> float:
     return statistics.median(times)
 
 
+@one_line_errors
 def main() -> None:
     p = common.arguments(__doc__.split("\n\n")[0], train=1000, epochs=2)
     p.add_argument("--texts", type=int, default=500, help="test texts labelled per round (default: %(default)s)")

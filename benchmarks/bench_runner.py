@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from kdlib import config, data, runner
+from kdlib.errors import one_line_errors
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = """
@@ -39,6 +40,7 @@ def run_matrix(study_file: Path, data_dir: str, out: Path, **where) -> tuple[flo
     return time.perf_counter() - started, summary
 
 
+@one_line_errors
 def main() -> None:
     from distributed import LocalCluster
 

@@ -51,6 +51,7 @@ import common
 import yaml
 
 from kdlib import config, data, models, params, runner, teachers
+from kdlib.errors import one_line_errors
 from kdlib.train import BucketBatchSampler, TrainConfig, feature_length, predict_logits
 
 STUDENTS = ("bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small")
@@ -347,6 +348,7 @@ def from_runs(args) -> None:
                                        else []))
 
 
+@one_line_errors
 def main() -> None:
     p = common.arguments(__doc__.splitlines()[0], train=300)
     p.add_argument("--params", default=str(runner.REPO_ROOT / "params" / "exam-offline.yaml"))

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class KdExamError(Exception):
@@ -27,3 +30,16 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> KdExamError:
     close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return ConfigError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")
+
+
+def one_line_errors(main):
+    """A script's main() whose bad input ends it with the message on one line and exit status 1, like `kdexam`'s,
+    not a traceback (benchmarks/ and other scripts beside the CLI)."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except KdExamError as e:
+            raise SystemExit(f"{Path(sys.argv[0]).stem}: error: {e}") from None
+
+    return wrapped

@@ -157,3 +157,15 @@ def test_estimate_exam_from_runs_names_a_missing_runs_csv(monkeypatch, tmp_path)
     monkeypatch.setattr(sys, "argv", ["estimate_exam", "--from-runs", str(tmp_path / "nope" / "runs.csv")])
     with pytest.raises(SystemExit, match=r"--from-runs: no such file .*nope/runs.csv; give published runs.csv"):
         module.main()
+
+
+def test_a_benchmark_names_bad_input_on_one_line_not_with_a_traceback(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.delenv("KDEXAM_DATA_DIR", raising=False)
+    module = importlib.import_module("estimate_exam")
+    published = tmp_path / "runs.csv"
+    published.write_text(PUBLISHED_RUNS)
+    monkeypatch.setattr(sys, "argv", ["estimate_exam.py", "--from-runs", str(published), "--data-dir",
+                                      str(tmp_path / "no-data")])
+    with pytest.raises(SystemExit, match=r"^estimate_exam: error: data folder .*no-data does not exist"):
+        module.main()
