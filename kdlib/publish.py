@@ -88,6 +88,36 @@ def gap_table(frame: pd.DataFrame) -> pd.DataFrame:
     return _in_model_order(gaps).round(2)
 
 
+def time_table(frame: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
+    """What the study cost to run, per dataset and stage: the runs' own wall seconds (each run had one torch thread,
+    so about its CPU seconds; a runner with --jobs N overlaps N of them) for its teacher, its students and its
+    profile (kdlib.profile's wall_seconds, from the published profiles), and the total in hours; the last row sums
+    the datasets. The machine is the profile's (each dataset's runs and profile run on one machine)."""
+    quality = frame[frame["stage"].isin(results.QUALITY_STAGES)]
+    profiles = published.profiles(out_dir)
+    rows = []
+    for dataset, d in quality.groupby("dataset", sort=False):
+        prof = profiles.get(dataset, (None, {}))[1]
+        row = {"dataset": dataset, "teacher s": d.loc[d["stage"] == "teacher", "wall_seconds"].sum(),
+               "student runs": int((d["stage"] == "distill").sum()),
+               "students s": d.loc[d["stage"] == "distill", "wall_seconds"].sum(),
+               "profile s": prof.get("wall_seconds", float("nan")),
+               "machine": (prof.get("machine") or {}).get("cpu", "")}
+        row["total h"] = (row["teacher s"] + row["students s"] + (row["profile s"] if prof else 0)) / 3600
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    order = {k: i for i, k in enumerate(baselines.DATASETS)}
+    table = table.sort_values("dataset", key=lambda c: c.map(lambda d: order.get(d, len(order)))).reset_index(drop=True)
+    total = {"dataset": "all", **{c: table[c].sum(min_count=1) for c in ("teacher s", "student runs", "students s",
+                                                                          "profile s", "total h")},
+             "machine": "; ".join(sorted({m for m in table["machine"] if m}))}
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    return table[["dataset", "teacher s", "student runs", "students s", "profile s", "total h", "machine"]].round(
+        {"teacher s": 0, "students s": 0, "profile s": 0, "total h": 2})
+
+
 def _in_model_order(table: pd.DataFrame) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(results.model_order(table["model"].unique()))}
     keys = [c for c in ("dataset", "model", "variant", "KD") if c in table.columns]
@@ -231,6 +261,7 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
         tables["costs"] = results.cost_table(board[board["dataset"].isin(profiled)]).reset_index()
         tables["paper_claims"] = results.paper_claims(board)
     tables["headline"] = results.headline(frame, tables.get("costs"))
+    tables["time"] = time_table(frame, out_dir)
     for name, table in tables.items():
         path = out_dir / "tables" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +327,8 @@ def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame
         "## Teachers beside IndoNLU's published baselines (its Table 5; IndoNLU's figures, not ours)",
         _markdown(tables["teachers_vs_indonlu"]),
         *(_cost_parts(tables) if "costs" in tables else []),
+        "## What it cost to run (seconds of each run's own wall clock, one torch thread a run)",
+        _markdown(tables["time"]),
         "## Every run", _markdown(tables["runs"]),
     ]
     return "\n\n".join(parts) + "\n"

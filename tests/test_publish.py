@@ -62,7 +62,8 @@ def test_publish_writes_a_small_relative_folder_and_the_cli_says_so(study, tmp_p
     assert len(runs) == len(rundir_frame(study)) and not runs["run_dir"].str.startswith("/").any()
     assert set(runs["run_dir"]) >= {"teacher/smsa/teacher", "distill/smsa/bilstm-no-kd-s1"}
     assert sorted(p.name for p in (out / "tables").iterdir()) == sorted(
-        f"{n}.csv" for n in ("f1", "kd_vs_no_kd", "gap_to_teacher", "teacher_check", "teachers_vs_indonlu", "runs"))
+        f"{n}.csv" for n in ("f1", "kd_vs_no_kd", "gap_to_teacher", "teacher_check", "teachers_vs_indonlu", "runs",
+                                   "headline", "time"))
     indonlu = pd.read_csv(out / "tables" / "teachers_vs_indonlu.csv").set_index("dataset")
     assert indonlu.loc["smsa", "XLM-R base (IndoNLU)"] == 91.39 and indonlu.loc["smsa", "our teacher"] == 90.0
     assert indonlu.loc["nergrit", "Δ to IndoBERT base (p1)"] == pytest.approx(60.0 - 69.87)
@@ -324,3 +325,19 @@ def test_the_headline_table_gives_each_dataset_the_best_kd_variant_group_average
     two = frame[~((frame["dataset"] == "smsa") & (frame["model"] == "cnn"))]
     assert results.headline(two).set_index("dataset").loc["classification average (1)", "cnn"] == ""
     assert results.headline(frame[frame["stage"] == "ablation-loss"]).empty
+
+
+def test_the_time_table_sums_each_datasets_runs_and_profile_per_stage(tmp_path):
+    rows = [("teacher", "smsa", 600.0), ("distill", "smsa", 100.0), ("distill", "smsa", 140.0),
+            ("teacher", "nergrit", 300.0), ("distill", "nergrit", 60.0), ("ablation-loss", "smsa", 999.0)]
+    frame = pd.DataFrame(rows, columns=["stage", "dataset", "wall_seconds"])
+    rundir.write_json(tmp_path / "profiles" / "smsa.json", {"dataset": "smsa", "models": [], "latency": [],
+                                                            "wall_seconds": 700.0, "machine": {"cpu": "Test CPU"}})
+    table = publish.time_table(frame, tmp_path).set_index("dataset")
+    assert list(table.index) == ["smsa", "nergrit", "all"]  # IndoNLU's order, then the sum
+    assert table.loc["smsa", "students s"] == 240 and table.loc["smsa", "student runs"] == 2
+    assert table.loc["smsa", "total h"] == pytest.approx((600 + 240 + 700) / 3600, abs=0.01)
+    assert pd.isna(table.loc["nergrit", "profile s"]) and table.loc["nergrit", "total h"] == pytest.approx(0.1)
+    assert table.loc["all", "teacher s"] == 900 and table.loc["all", "profile s"] == 700
+    assert table.loc["all", "machine"] == "Test CPU"  # the ablation's 999 s is another study's question
+    assert publish.time_table(frame[frame["stage"] == "ablation-loss"], tmp_path).empty
