@@ -63,7 +63,7 @@ def test_publish_writes_a_small_relative_folder_and_the_cli_says_so(study, tmp_p
     assert set(runs["run_dir"]) >= {"teacher/smsa/teacher", "distill/smsa/bilstm-no-kd-s1"}
     assert sorted(p.name for p in (out / "tables").iterdir()) == sorted(
         f"{n}.csv" for n in ("f1", "kd_vs_no_kd", "gap_to_teacher", "teacher_check", "teachers_vs_indonlu", "runs",
-                                   "headline", "time"))
+                                                        "headline", "time"))
     indonlu = pd.read_csv(out / "tables" / "teachers_vs_indonlu.csv").set_index("dataset")
     assert indonlu.loc["smsa", "XLM-R base (IndoNLU)"] == 91.39 and indonlu.loc["smsa", "our teacher"] == 90.0
     assert indonlu.loc["nergrit", "Δ to IndoBERT base (p1)"] == pytest.approx(60.0 - 69.87)
