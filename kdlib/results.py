@@ -423,7 +423,7 @@ def headline(frame: pd.DataFrame, costs: pd.DataFrame | None = None) -> pd.DataF
     """The exam in one table, for a reader who reads nothing else: per dataset (its task shape, and its train cap
     if any), the teacher's and each student's test F1 (%, mean ± sd over seeds; a student's best KD variant on
     validation F1: its no-KD runs are in kdlib.publish.kd_table), the best student; then the classification and
-    tagging averages (a model missing a dataset of the group gets none); then, from `costs` (cost_table, reset to
+    tagging averages (over the group's datasets that every model has); then, from `costs` (cost_table, reset to
     columns; batch 1, one thread), the median over profiled datasets of the speed-up over our teacher (its ONNX one
     in brackets), over the BERT-base-shaped timing model, and the size as % of our teacher. Strings, to print."""
     quality = frame[frame["stage"].isin(QUALITY_STAGES)]
@@ -456,14 +456,15 @@ def headline(frame: pd.DataFrame, costs: pd.DataFrame | None = None) -> pd.DataF
         rows.append(row)
         groups.setdefault(group_of(d, shape), []).append(d)
     for group in ("classification", "tagging"):
-        if not (members := groups.get(group)):
-            continue
-        row = {"dataset": f"{group} average ({len(members)})"}
+        members = groups.get(group, [])
+        if not (complete := [d for d in members if all((d, m) in cell.index for m in models)]):
+            continue  # averages over the same datasets for every model, or they would not compare
+        row = {"dataset": f"{group} average ({len(complete)}"
+                          + (f" of {len(members)}, those every model has)" if len(complete) < len(members) else ")")}
         means = {}
         for m in models:
-            values = [cell.loc[(d, m), "f1"] if (d, m) in cell.index else float("nan") for d in members]
-            if not pd.isna(mean := pd.Series(values, dtype=float).mean(skipna=False)):
-                row[m], means[m] = f"{100 * mean:.2f}", mean
+            mean = float(np.mean([cell.loc[(d, m), "f1"] for d in complete]))
+            row[m], means[m] = f"{100 * mean:.2f}", mean
         students_here = {m: v for m, v in means.items() if m != "teacher"}
         row["best student"] = max(students_here, key=students_here.get) if students_here else ""
         rows.append(row)
