@@ -27,6 +27,7 @@ from kdlib.train import (
     fallback_label,
     fit,
     predict_logits,
+    prediction_record,
     predictions,
     resolve_device,
     score_ids,
@@ -106,7 +107,7 @@ def run_distill(p: DistillParams) -> RunResult:
                  collator, device=device, progress=progress.writer(out, what=p.student))
     preds = {s: predictions(predict_logits(model, feats[s], collator), fallback_label(spec)) for s in ("valid", "test")}
     scores = {s: score_ids(spec, gold_labels(dd[s], spec), preds[s]) for s in ("valid", "test")}
-    rundir.write_json(out / rundir.PREDICTIONS, _prediction_record(spec, gold_labels(dd["test"], spec), preds["test"]))
+    rundir.write_json(out / rundir.PREDICTIONS, prediction_record(spec, gold_labels(dd["test"], spec), preds["test"]))
     model.save_pretrained(out / "model")
     if vocab is not None:
         vocab.save(out / "model" / "vocab.json")
@@ -151,15 +152,6 @@ def _unk_rate(features: list[dict], vocab: data.Vocab | None) -> float | None:
         return None
     ids = [i for f in features for i in f["word_ids"]]
     return sum(i == vocab.unk_id for i in ids) / max(1, len(ids))
-
-
-def _prediction_record(spec: data.DatasetSpec, gold: list, pred: list) -> dict:
-    """Test gold and predictions in the form IndoNLU's metric reads (tag names for tagging), for paired tests."""
-    gold = list(gold)  # a datasets Column is not JSON
-    if spec.is_tagging:
-        gold = [[spec.labels[i] for i in seq] for seq in gold]
-        pred = [[spec.labels[i] for i in seq] for seq in pred]
-    return {"split": "test", "metric": spec.metric, "gold": gold, "pred": pred}
 
 
 def _word_embeddings(p: AblationParams, spec: data.DatasetSpec, vocab: data.Vocab, train_texts: list[list[str]],

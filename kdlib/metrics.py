@@ -172,6 +172,28 @@ def chunk_report(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -
     }
 
 
+def per_label_f1(metric: str, gold: Sequence, pred: Sequence) -> dict[str, tuple[float, int]]:
+    """The parts a metric's macro average is made of: label (chunk type for tagging) -> (F1 0..1, gold support).
+
+    Shapes as `score` takes them; classification labels may be ids or names (keys are their str). Labels only
+    predicted are included with support 0, as the macro averages count them.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; known metrics: {sorted(METRICS)}")
+    if metric == "chunk_f1_macro":
+        return {t: (f, n) for t, (_, _, f, n) in chunk_scores(gold, pred).per_type.items()}
+    from sklearn.metrics import f1_score
+
+    if metric == "aspect_macro_f1":
+        _check_aligned(gold, pred, "example")
+        gold, pred = (list(itertools.chain.from_iterable(labels)) for labels in (gold, pred))
+    _check_same_length(gold, pred, "example")
+    labels = sorted(set(gold) | set(pred), key=str)
+    scores = f1_score(gold, pred, labels=labels, average=None, zero_division=0)
+    support = Counter(gold)
+    return {str(label): (float(f), support[label]) for label, f in zip(labels, scores)}
+
+
 # Each entry returns {"f1", "precision", "recall", "accuracy"}; "f1" is the metric the key names.
 METRICS: dict[str, Callable[[Sequence, Sequence], dict[str, float]]] = {
     "macro_f1": classification_report,

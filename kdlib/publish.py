@@ -15,6 +15,7 @@ The folder must stay small (MAX_MB): it holds tables and figures, never models o
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -25,6 +26,8 @@ import pandas as pd
 
 from kdlib import baselines, plots, published, results, rundir, stats
 from kdlib.errors import KdExamError
+
+log = logging.getLogger(__name__)
 
 MAX_MB = 20
 NO_KD = "no-kd"
@@ -65,13 +68,62 @@ def teacher_check(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).round(2)
 
 
-def teacher_problems(frame: pd.DataFrame) -> list[str]:
-    """One line per teacher that does not beat its dataset's no-KD BiLSTM."""
+def teacher_labels(frame: pd.DataFrame, worst: int = 5) -> pd.DataFrame:
+    """Where a teacher that does not beat its no-KD BiLSTM loses to it: test F1 per label (chunk type for tagging),
+    the parts IndoNLU's macro F1 averages, of the teacher and of the no-KD BiLSTM (mean over the seeds whose
+    predictions are saved), the `worst` labels per dataset by the teacher's deficit. `macro points`: what the label
+    moves the macro F1 (deficit / number of labels), so a rare label the teacher never gets right shows its full
+    weight. Empty when every teacher beats its BiLSTM or their test predictions are not saved."""
+    from kdlib import data, metrics
+
     check = teacher_check(frame)
-    return [f"the {r['dataset']} teacher ({r['teacher F1']:.2f} test F1) does not beat the BiLSTM trained without it "
-            f"({r['no-KD BiLSTM F1']:.2f}): its students cannot learn more from it than from the labels; train a "
-            "stronger teacher (teacher: epochs, lr, pooling) before reading its KD results"
-            for _, r in check.iterrows() if r["beats BiLSTM"] == "NO"]
+    runs = distill_runs(frame)
+    rows = []
+    for dataset in check.loc[check["beats BiLSTM"] == "NO", "dataset"] if len(check) else ():
+        teacher = frame[(frame["stage"] == "teacher") & (frame["dataset"] == dataset)]["run_dir"]
+        bilstm = runs[(runs["dataset"] == dataset) & (runs["model"] == "bilstm") & (runs["variant"] == NO_KD)]
+        saved_teacher = stats.saved_predictions(teacher.iloc[0]) if len(teacher) else None
+        saved_bilstm = [x for x in map(stats.saved_predictions, bilstm["run_dir"]) if x is not None]
+        if saved_teacher is None or not saved_bilstm:
+            continue
+        mine = metrics.per_label_f1(saved_teacher["metric"], saved_teacher["gold"], saved_teacher["pred"])
+        theirs = [metrics.per_label_f1(x["metric"], x["gold"], x["pred"]) for x in saved_bilstm]
+        labels = list(dict.fromkeys([*mine, *(label for seed in theirs for label in seed)]))
+        try:
+            names = data.get_spec(dataset).labels
+        except KdExamError:
+            names = ()
+        for label in labels:
+            f1 = 100 * mine.get(label, (0.0, 0))[0]
+            other = 100 * sum(seed.get(label, (0.0, 0))[0] for seed in theirs) / len(theirs)
+            support = max([mine.get(label, (0.0, 0))[1], *(seed.get(label, (0.0, 0))[1] for seed in theirs)])
+            name = names[int(label)] if label.isdigit() and int(label) < len(names) else label
+            rows.append({"dataset": dataset, "label": name, "test support": support, "teacher F1": f1,
+                         "no-KD BiLSTM F1": other, "Δ": f1 - other, "macro points": (f1 - other) / len(labels),
+                         "BiLSTM seeds": len(theirs)})
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).sort_values(["dataset", "Δ"], kind="stable")
+    return table.groupby("dataset", sort=True).head(worst).reset_index(drop=True).round(2)
+
+
+def teacher_problems(frame: pd.DataFrame) -> list[str]:
+    """One line per teacher that does not beat its dataset's no-KD BiLSTM, naming the labels it loses most on."""
+    check = teacher_check(frame)
+    if check.empty or not (check["beats BiLSTM"] == "NO").any():
+        return []
+    labels = teacher_labels(frame, worst=2)
+    lines = []
+    for _, r in check[check["beats BiLSTM"] == "NO"].iterrows():
+        worst = labels[(labels["dataset"] == r["dataset"]) & (labels["Δ"] < 0)] if len(labels) else labels
+        where = "" if worst.empty else "; it loses most on " + " and ".join(
+            f"{w['label']} (F1 {w['teacher F1']:.1f} against {w['no-KD BiLSTM F1']:.1f}; {w['test support']} in "
+            f"test; {w['macro points']:.1f} macro points)" for _, w in worst.iterrows())
+        lines.append(f"the {r['dataset']} teacher ({r['teacher F1']:.2f} test F1) does not beat the BiLSTM trained "
+                     f"without it ({r['no-KD BiLSTM F1']:.2f}){where}. Its students cannot learn more from it than "
+                     "from the labels; train a stronger teacher (teacher: epochs, lr, pooling) before reading its KD "
+                     "results")
+    return lines
 
 
 def gap_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -155,6 +207,19 @@ def write_profiles(study_dir: Path, out_dir: Path) -> list[str]:
             folder.mkdir(parents=True, exist_ok=True)
             rundir.write_json(folder / f"{prof['dataset']}.json", prof)
     return sorted(published.profiles(out_dir))
+
+
+def backfill_teacher_predictions(frame: pd.DataFrame) -> None:
+    """Test predictions for this machine's teacher runs from before teachers saved them (kdlib.teachers), so
+    teacher_labels can compare a teacher with its students label by label."""
+    from kdlib import teachers
+
+    for run_dir in frame.loc[frame["stage"] == "teacher", "run_dir"]:
+        if (Path(run_dir) / "model").is_dir() and not (Path(run_dir) / rundir.PREDICTIONS).is_file():
+            try:
+                teachers.backfill_predictions(run_dir)
+            except (OSError, KdExamError) as err:
+                log.warning("no test predictions for the teacher in %s: %s", run_dir, err)
 
 
 def write_predictions(frame: pd.DataFrame, study_dir: Path, out_dir: Path) -> None:
@@ -250,10 +315,12 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     for stale in ("tables", "figures"):  # tables and figures are redrawn from runs.csv every time
         shutil.rmtree(out_dir / stale, ignore_errors=True)
     relative_runs(frame, study_dir, out_dir).to_csv(out_dir / "runs.csv", index=False)
+    backfill_teacher_predictions(frame)
     write_predictions(frame, study_dir, out_dir)
     quality = frame[frame["stage"].isin(results.QUALITY_STAGES)]
     tables = {"f1": results.summary(quality).reset_index(), "kd_vs_no_kd": kd_table(frame),
               "gap_to_teacher": gap_table(frame), "teacher_check": teacher_check(frame),
+              "teacher_labels": teacher_labels(frame),
               "teachers_vs_indonlu": baselines.teachers_beside_indonlu(frame),
               "runs": results.run_table(quality) if not quality.empty else pd.DataFrame()}
     if profiled:
@@ -324,6 +391,10 @@ def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame
         "examples)", _markdown(tables["kd_vs_no_kd"]),
         "## Gap to the teacher (student mean − teacher, F1 points)", _markdown(tables["gap_to_teacher"]),
         "## Teachers against the no-KD BiLSTM", _markdown(tables["teacher_check"]),
+        *(["Where a teacher loses to its no-KD BiLSTM: test F1 per label (chunk type for tagging), the labels it "
+           "loses most on; `macro points`: what each label costs it in IndoNLU's macro F1. "
+           "`tables/teacher_labels.csv`.", _markdown(tables["teacher_labels"])]
+          if not tables["teacher_labels"].empty else []),
         "## Teachers beside IndoNLU's published baselines (its Table 5; IndoNLU's figures, not ours)",
         _markdown(tables["teachers_vs_indonlu"]),
         *(_cost_parts(tables) if "costs" in tables else []),

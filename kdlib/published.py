@@ -6,8 +6,9 @@ on this machine (kdlib.publish writes the folder; `reports/<study>/` is the one 
   kdlib.rundir.NOT_SETTINGS, paths into the outputs folder written from OUTPUTS), so the runner can tell a published
   run from one the study file has changed, and a teacher trained again from the one the published students read;
 - `profiles/<dataset>.json`: each profiled dataset's profile.json (kdlib.profile), so costs survive too;
-- `runs/<run_dir>/predictions.json.gz`: each student run's test predictions, so the paired CIs (kdlib.stats) over
-  test examples survive too. A published row's run_dir is that folder: it is a run folder holding only them.
+- `runs/<run_dir>/predictions.json.gz`: each student and teacher run's test predictions, so the paired CIs
+  (kdlib.stats) over test examples and the teachers' per-label comparisons (kdlib.publish) survive too. A
+  published row's run_dir is that folder: it is a run folder holding only them.
 
 A long study on 2 cores outlives its machine: `kdexam run` skips a dataset whose runs and profile are all published
 with the study file's settings (kdlib.runner), and the analysis and `kdexam recommend` read the published rows and

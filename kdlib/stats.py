@@ -182,7 +182,7 @@ def ablation_runs(stage_dir: str | os.PathLike, *, model: str | None = None,
     return results.collect(stage_dir, include=include, model=model, columns=COLUMNS)
 
 
-def _predictions(run_dir: str) -> dict | None:
+def saved_predictions(run_dir: str) -> dict | None:
     """A run's test predictions: its predictions.json, or the gzipped copy a published run keeps
     (kdlib.published); None: a bootstrap over seeds only."""
     path = Path(run_dir) / rundir.PREDICTIONS
@@ -193,7 +193,7 @@ def _predictions(run_dir: str) -> dict | None:
 
 
 def _cell_interval(cell: pd.DataFrame) -> Interval:
-    saved = [_predictions(d) for d in cell["run_dir"]]
+    saved = [saved_predictions(d) for d in cell["run_dir"]]
     if any(s is None for s in saved):
         return bootstrap_ci(cell["f1"].tolist())
     return f1_bootstrap(saved[0]["metric"], saved[0]["gold"], [s["pred"] for s in saved])
@@ -225,7 +225,7 @@ def compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> Interval:
     seeds = sorted(set(ra) & set(rb))
     if not seeds:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
-    sa, sb = [_predictions(ra[s]) for s in seeds], [_predictions(rb[s]) for s in seeds]
+    sa, sb = [saved_predictions(ra[s]) for s in seeds], [saved_predictions(rb[s]) for s in seeds]
     if any(s is None for s in sa + sb):
         return paired_seed_bootstrap(dict(zip(a["seed"], a["f1"])), dict(zip(b["seed"], b["f1"])))
     if any(s["gold"] != sa[0]["gold"] for s in sa + sb):

@@ -20,7 +20,7 @@ import numpy as np
 
 from kdlib import augment, data, models, progress, rundir
 from kdlib import cache as cache_lib
-from kdlib.errors import ConfigError
+from kdlib.errors import ConfigError, KdExamError
 from kdlib.params import OFFLINE_TEACHER, TINY_RANDOM, TeacherParams
 from kdlib.train import (
     Collator,
@@ -30,6 +30,7 @@ from kdlib.train import (
     fallback_label,
     fit,
     predict_logits,
+    prediction_record,
     predictions,
     resolve_device,
     score_ids,
@@ -266,7 +267,10 @@ def run_teacher(p: TeacherParams) -> RunResult:
         logits = teacher.logits(spec, split, logit_sets[split], model=model)
         logits_seconds += time.perf_counter() - t0
         if split != "train":
-            scores[split] = score_ids(spec, gold_labels(dd[split], spec), predictions(logits, fallback_label(spec)))
+            pred = predictions(logits, fallback_label(spec))
+            scores[split] = score_ids(spec, gold_labels(dd[split], spec), pred)
+            if split == "test":
+                rundir.write_json(out / rundir.PREDICTIONS, prediction_record(spec, gold_labels(dd[split], spec), pred))
     metrics = {
         "stage": "teacher", "dataset": spec.key, "shape": spec.shape, "model": "teacher", "variant": p.base_model,
         "seed": p.seed, "fine_tuned_here": p.fine_tune,
@@ -283,6 +287,32 @@ def run_teacher(p: TeacherParams) -> RunResult:
     }
     rundir.write_json(out / rundir.METRICS, metrics)
     return RunResult(metrics, result.history, out)
+
+
+def backfill_predictions(run_dir: str | os.PathLike) -> bool:
+    """Write predictions.json into a finished teacher run from before teachers wrote one: its test predictions from
+    its cached test logits (the teacher runs once more if that cache is gone). It is written only if it reproduces
+    the test F1 in the run's metrics.json; False (and nothing written) if not, or if its test split cannot be read
+    here."""
+    run_dir = Path(run_dir)
+    target = run_dir / rundir.PREDICTIONS
+    if target.is_file():
+        return True
+    metrics = rundir.read_json(run_dir / rundir.METRICS)
+    settings = metrics.get("params") or {}
+    spec = data.get_spec(settings.get("dataset") or metrics["dataset"])
+    try:
+        test = data.load_split(spec, "test", settings.get("data_dir") or None)
+    except (OSError, KdExamError) as err:
+        log.warning("no test predictions for %s: its test split is not readable here (%s)", run_dir, err)
+        return False
+    gold = gold_labels(test, spec)
+    pred = predictions(Teacher.load(run_dir).logits(spec, "test", test), fallback_label(spec))
+    if abs(score_ids(spec, gold, pred)["f1"] - metrics["f1"]) > 1e-9:
+        log.warning("no test predictions for %s: its cached test logits do not give its recorded test F1", run_dir)
+        return False
+    rundir.write_json(target, prediction_record(spec, gold, pred))
+    return True
 
 
 def _finetuned_model(name: str) -> str:

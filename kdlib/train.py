@@ -238,6 +238,16 @@ def predictions(logits: Sequence[np.ndarray], fallback: int = 0) -> list:
     return preds
 
 
+def prediction_record(spec: DatasetSpec, gold: Sequence, pred: Sequence) -> dict:
+    """A run's predictions.json: test gold and predicted label ids in the form IndoNLU's metric reads (tag names for
+    tagging), so paired tests and per-label comparisons can rescore them."""
+    gold = list(gold)  # a datasets Column is not JSON
+    if spec.is_tagging:
+        gold = [[spec.labels[i] for i in seq] for seq in gold]
+        pred = [[spec.labels[i] for i in seq] for seq in pred]
+    return {"split": "test", "metric": spec.metric, "gold": gold, "pred": list(pred)}
+
+
 def fallback_label(spec: DatasetSpec) -> int:
     return spec.labels.index("O") if "O" in spec.labels else 0
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from kdlib import cli, data, distill, models, params, results, rundir, train
+from kdlib import cli, data, distill, metrics, models, params, results, rundir, train
 from kdlib.teachers import Teacher, run_teacher
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,26 @@ def test_teacher_scores_and_caches_every_split(key, teachers):
     assert 0.0 <= m["f1"] <= 1.0 and m["metric"] == data.get_spec(key).metric
     assert len(list((teachers[key].out_dir / "logits").glob("*.npz"))) == 3
     assert (teachers[key].out_dir / "model" / "config.json").exists()
+    saved = rundir.read_json(teachers[key].out_dir / rundir.PREDICTIONS)  # test predictions, as students save them
+    assert metrics.score(saved["metric"], saved["gold"], saved["pred"])["f1"] == pytest.approx(m["f1"])
+
+
+def test_a_teacher_from_before_saved_predictions_gets_them_from_its_cached_logits(teachers, tmp_path, monkeypatch):
+    import shutil
+
+    from kdlib import teachers as teachers_lib
+
+    old = tmp_path / "old"
+    shutil.copytree(teachers["nergrit"].out_dir, old)
+    (old / rundir.PREDICTIONS).unlink()
+    monkeypatch.setattr(teachers_lib.Teacher, "model", lambda *a, **k: pytest.fail("the teacher ran: logits cached"))
+    assert teachers_lib.backfill_predictions(old)
+    assert rundir.read_json(old / rundir.PREDICTIONS) == rundir.read_json(teachers["nergrit"].out_dir /
+                                                                          rundir.PREDICTIONS)
+    (old / rundir.PREDICTIONS).unlink()
+    record = rundir.read_json(old / rundir.METRICS)
+    rundir.write_json(old / rundir.METRICS, {**record, "f1": record["f1"] + 0.01})  # logits of another model
+    assert not teachers_lib.backfill_predictions(old) and not (old / rundir.PREDICTIONS).exists()
 
 
 @pytest.mark.parametrize("key, student", [("smsa", "cnn"), ("wrete", "bilstm"), ("casa", "bert-tiny"),

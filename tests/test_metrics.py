@@ -11,6 +11,7 @@ from kdlib.metrics import (
     chunk_f1_macro,
     chunk_scores,
     macro_f1,
+    per_label_f1,
     score,
 )
 
@@ -173,3 +174,23 @@ def test_unknown_metric_lists_the_known_ones():
     assert set(METRICS) == {"macro_f1", "aspect_macro_f1", "chunk_f1_macro"}
     with pytest.raises(ValueError, match=r"'f1_micro'.*aspect_macro_f1.*chunk_f1_macro.*macro_f1"):
         score("f1_micro", [0], [0])
+
+
+@pytest.mark.parametrize("metric, gold, pred, expected", [
+    # the case of test_macro_f1_ints_and_strings: class 0 f 1 (1 gold), 1 f 0 (1), 2 f 0.8 (2)
+    ("macro_f1", [0, 1, 2, 2], [0, 2, 2, 2], {"0": (1.0, 1), "1": (0.0, 1), "2": (0.8, 2)}),
+    # the case of test_aspect_f1_flattens_before_averaging; support counts the flattened gold labels
+    ("aspect_macro_f1", [["pos", "neg", "neut"], ["neg", "neg", "pos"]],
+     [["pos", "pos", "neut"], ["neg", "neut", "pos"]], {"pos": (0.8, 2), "neg": (0.5, 3), "neut": (2 / 3, 1)}),
+    # PER right; LOC 1 of 2 found, p 1 r 1/2 -> f 2/3; ORG only predicted: f 0 with support 0
+    ("chunk_f1_macro", [["B-PER", "I-PER", "O", "B-LOC", "O", "B-LOC"]],
+     [["B-PER", "I-PER", "B-ORG", "B-LOC", "O", "O"]], {"PER": (1.0, 1), "LOC": (2 / 3, 2), "ORG": (0.0, 0)}),
+])
+def test_per_label_f1_gives_the_parts_of_the_macro_average(metric, gold, pred, expected):
+    parts = per_label_f1(metric, gold, pred)
+    assert parts.keys() == expected.keys()
+    for label, (f1, support) in expected.items():
+        assert parts[label][0] == pytest.approx(f1) and parts[label][1] == support
+    assert sum(f for f, _ in parts.values()) / len(parts) == pytest.approx(score(metric, gold, pred)["f1"])
+    with pytest.raises(ValueError, match="unknown metric"):
+        per_label_f1("accuracy", gold, pred)

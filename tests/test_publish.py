@@ -51,6 +51,39 @@ def test_teacher_check_and_gap(study):
     assert gap.loc[("bilstm", "kl-T2-a0.5"), "mean gap"] == pytest.approx(0.0)
 
 
+def _save_predictions(run, pred, gold=(("B-PER", "O", "B-LOC"), ("B-ORG", "O", "B-LOC"), ("B-PER", "I-PER", "O"))):
+    rundir.write_json(run / rundir.PREDICTIONS, {"split": "test", "metric": "chunk_f1_macro",
+                                                 "gold": [list(g) for g in gold], "pred": [list(p) for p in pred]})
+
+
+def test_teacher_labels_show_where_a_losing_teacher_loses(study, tmp_path):
+    # nergrit's teacher never finds the one ORG chunk (F1 0 against the BiLSTM's 100: -100 / 3 labels macro
+    # points); on LOC it finds 1 of 2 (p 1, r 1/2: 66.67) against seeds that find both; PER: both right
+    _save_predictions(study / "teacher" / "nergrit" / "teacher",
+                      [("B-PER", "O", "B-LOC"), ("O", "O", "O"), ("B-PER", "I-PER", "O")])
+    for seed in (0, 1):
+        _save_predictions(study / "distill" / "nergrit" / f"bilstm-no-kd-s{seed}",
+                          [("B-PER", "O", "B-LOC"), ("B-ORG", "O", "B-LOC"), ("B-PER", "I-PER", "O")])
+    frame = rundir_frame(study)
+    table = publish.teacher_labels(frame)
+    assert set(table["dataset"]) == {"nergrit"}  # smsa's teacher beats its BiLSTM: not examined
+    rows = table.set_index("label")
+    assert list(table["label"]) == ["ORG", "LOC", "PER"]  # the biggest deficit first
+    assert rows.loc["ORG", "teacher F1"] == 0.0 and rows.loc["ORG", "no-KD BiLSTM F1"] == 100.0
+    assert rows.loc["ORG", "macro points"] == pytest.approx(-33.33) and rows.loc["ORG", "test support"] == 1
+    assert rows.loc["LOC", "teacher F1"] == pytest.approx(66.67) and rows.loc["PER", "Δ"] == 0.0
+    assert rows.loc["LOC", "BiLSTM seeds"] == 2
+    assert len(publish.teacher_labels(frame, worst=1)) == 1
+    problem, = publish.teacher_problems(frame)
+    assert "it loses most on ORG (F1 0.0 against 100.0; 1 in test; -33.3 macro points) and LOC" in problem
+    out = tmp_path / "published"
+    publish.publish(study, out)
+    assert "| ORG " in (out / "README.md").read_text()
+    assert len(pd.read_csv(out / "tables" / "teacher_labels.csv")) == 3
+    # the teacher's predictions are published with the students', so the table survives the run folders
+    assert (out / "runs" / "teacher" / "nergrit" / "teacher" / "predictions.json.gz").is_file()
+
+
 def test_publish_writes_a_small_relative_folder_and_the_cli_says_so(study, tmp_path, capsys):
     out = tmp_path / "reports" / "s"
     (out / "tables").mkdir(parents=True)
@@ -62,8 +95,8 @@ def test_publish_writes_a_small_relative_folder_and_the_cli_says_so(study, tmp_p
     assert len(runs) == len(rundir_frame(study)) and not runs["run_dir"].str.startswith("/").any()
     assert set(runs["run_dir"]) >= {"teacher/smsa/teacher", "distill/smsa/bilstm-no-kd-s1"}
     assert sorted(p.name for p in (out / "tables").iterdir()) == sorted(
-        f"{n}.csv" for n in ("f1", "kd_vs_no_kd", "gap_to_teacher", "teacher_check", "teachers_vs_indonlu", "runs",
-                                                        "headline", "time"))
+        f"{n}.csv" for n in ("f1", "kd_vs_no_kd", "gap_to_teacher", "teacher_check", "teacher_labels",
+                             "teachers_vs_indonlu", "runs", "headline", "time"))
     indonlu = pd.read_csv(out / "tables" / "teachers_vs_indonlu.csv").set_index("dataset")
     assert indonlu.loc["smsa", "XLM-R base (IndoNLU)"] == 91.39 and indonlu.loc["smsa", "our teacher"] == 90.0
     assert indonlu.loc["nergrit", "Δ to IndoBERT base (p1)"] == pytest.approx(60.0 - 69.87)
