@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kdlib import textio
-from kdlib.errors import DataError, KdExamError, unknown_name
+from kdlib.errors import ConfigError, DataError, KdExamError, unknown_name
+from kdlib.params import WORD_POSITIONS
 
 log = logging.getLogger(__name__)
 
@@ -469,25 +470,50 @@ def align_labels(word_ids: Sequence[int | None], labels: Sequence[int],
     return out
 
 
+SPACE_MARKER = "\u2581"  # sentencepiece's word-start marker
+
+
 def first_subword_index(word_ids: Sequence[int | None], n_words: int,
-                        sequence_ids: Sequence[int | None] | None = None, labelled_sequence: int = 0) -> list[int]:
-    """Per word, the position of its first sub-word, or -1 when truncation cut the word off."""
+                        sequence_ids: Sequence[int | None] | None = None, labelled_sequence: int = 0,
+                        input_ids: Sequence[int] | None = None, skip_id: int | None = None) -> list[int]:
+    """Per word, the position of its first sub-word, or -1 when truncation cut the word off.
+
+    With `skip_id` (and `input_ids`), a word whose first sub-word is that id and which has another sub-word is read
+    at that next one instead ("first-content": sentencepiece splits ',', 'rp' or 'amerika' into a bare word-start
+    marker '▁' and the piece, and the bare marker, shared by every such word, says little about the word)."""
     out = [-1] * n_words
     for i, word in enumerate(word_ids):
         seq = sequence_ids[i] if sequence_ids is not None else labelled_sequence
-        if word is not None and seq == labelled_sequence and word < n_words and out[word] == -1:
-            out[word] = i
+        if word is not None and seq == labelled_sequence and word < n_words:
+            if out[word] == -1:
+                out[word] = i
+            elif skip_id is not None and out[word] == i - 1 and input_ids[i - 1] == skip_id:
+                out[word] = i
     return out
 
 
-def encode_for_bert(batch: dict, tokenizer, spec: DatasetSpec, max_length: int = 128) -> dict:
+def lone_space_id(tokenizer) -> int | None:
+    """The id of a sentencepiece tokenizer's bare word-start marker '▁', None if it has none (WordPiece: BERT,
+    IndoBERT). Reads a transformers tokenizer or a tokenizers.Tokenizer."""
+    if hasattr(tokenizer, "token_to_id"):  # tokenizers.Tokenizer
+        return tokenizer.token_to_id(SPACE_MARKER)
+    found = tokenizer.convert_tokens_to_ids(SPACE_MARKER)
+    return None if found is None or found == tokenizer.unk_token_id else found
+
+
+def encode_for_bert(batch: dict, tokenizer, spec: DatasetSpec, max_length: int = 128,
+                    word_position: str = "first") -> dict:
     """A batched `Dataset.map` function: input_ids/attention_mask(/token_type_ids), labels, word_index.
 
     Classification: `labels` is the class id (single/pair) or the list of aspect ids. Tagging: `labels` holds one
     tag per word and `word_index` maps each word to its first sub-word (-1 if truncated away, label ignored),
     which is how word-level logits are read from a sub-word model; `subword_labels` has the tag on each word's
-    first sub-word and IGNORE_INDEX elsewhere (the Hugging Face token-classification layout).
+    first sub-word and IGNORE_INDEX elsewhere (the Hugging Face token-classification layout). `word_position`
+    "first-content" reads a word after a bare '▁' first sub-word instead (first_subword_index), for sentencepiece
+    tokenizers; with others it changes nothing.
     """
+    if word_position not in WORD_POSITIONS:
+        raise ConfigError(f"word_position {word_position!r} is not one of {', '.join(WORD_POSITIONS)}.")
     if spec.shape in ("single", "aspect"):
         enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
         enc["labels"] = batch["label" if spec.shape == "single" else "labels"]
@@ -504,12 +530,19 @@ def encode_for_bert(batch: dict, tokenizer, spec: DatasetSpec, max_length: int =
         enc = tokenizer(batch["question"], batch["tokens"], is_split_into_words=True, truncation="longest_first",
                         max_length=max_length)
         seq, labelled = True, 1
+    skip = lone_space_id(tokenizer) if word_position == "first-content" else None
     subword_labels, index = [], []
     for i, (tokens, tags) in enumerate(zip(batch["tokens"], batch["tags"])):
         word_ids = enc.word_ids(i)
         seq_ids = enc.sequence_ids(i) if seq else None
-        subword_labels.append(align_labels(word_ids, tags, seq_ids, labelled))
-        index.append(first_subword_index(word_ids, len(tokens), seq_ids, labelled))
+        index.append(first_subword_index(word_ids, len(tokens), seq_ids, labelled, enc["input_ids"][i], skip))
+        if skip is None:
+            subword_labels.append(align_labels(word_ids, tags, seq_ids, labelled))
+        else:  # the tag where the word is read
+            subword_labels.append([IGNORE_INDEX] * len(word_ids))
+            for word, position in enumerate(index[-1]):
+                if position >= 0:
+                    subword_labels[-1][position] = tags[word]
     enc["subword_labels"] = subword_labels
     enc["word_index"] = index
     enc["labels"] = [_word_labels(tags, idx) for tags, idx in zip(batch["tags"], index)]

@@ -231,7 +231,8 @@ def _export_info(p: ExportParams, pm, spec: data.DatasetSpec, keys: Sequence[str
     model = predict.ExportConfig(
         dataset=spec.key, shape=spec.shape, labels=spec.labels, aspects=spec.aspects,
         kind="word" if word else "subword", inputs=tuple(keys), pad_id=_pad_id(pm, teacher),
-        max_words=int(params.get("max_words", 256)), max_length=teacher.max_length, fallback=fallback_label(spec))
+        max_words=int(params.get("max_words", 256)), max_length=teacher.max_length, fallback=fallback_label(spec),
+        word_position=teacher.word_position)
     return {
         "format": predict.FORMAT_VERSION, "model": asdict(model), "student": metrics["model"],
         "variant": metrics.get("variant"), "seed": metrics.get("seed"), "metric": spec.metric,

@@ -25,6 +25,9 @@ TINY_RANDOM = "tiny-random"  # a tiny random BERT with a WordPiece vocab trained
 
 # Closed sets of names (kdlib.models, losses, augment, embeddings and profile implement them; tests check they agree).
 POOLINGS = ("auto", "cls", "mean")  # a sequence head: "cls" (pooler), "mean" (masked mean), "auto" (mean if no pooler)
+# A tagging head on sub-words reads each word at its first sub-word, or ("first-content") at the next one when the
+# first is a sentencepiece tokenizer's bare word-start marker '▁' (kdlib.data.first_subword_index)
+WORD_POSITIONS = ("first", "first-content")
 LOSSES = ("ce", "mse", "kl")  # "ce": labels only, no teacher
 POS_DATASETS = ("posp", "bapos")  # POS lexicons guiding Tang et al.'s replacements
 POOLS = ("indonlu",)  # named unlabeled pools; a transfer that is no name here is a text file
@@ -123,6 +126,7 @@ class TeacherParams:
     patience: int = 2
     freeze_embeddings: bool = True  # the word-embedding matrix (96M of e5's 118M parameters) stays fixed
     pooling: str = "auto"  # sequence heads: "cls" (pooler), "mean" (masked mean), "auto" (mean if no pooler weights)
+    word_position: str = "first"  # tagging heads: "first" sub-word of a word, or "first-content" (WORD_POSITIONS)
     seed: int = 0
     threads: int = 0  # torch threads, 0 = all cores
     device: str = "auto"  # where it trains and computes logits: "auto" (CUDA when available), "cpu" or "cuda"
@@ -214,6 +218,7 @@ LIMITS: dict[str, limits.Limit] = {
     "max_length": limits.COUNT, "max_train_examples": limits.COUNT, "max_valid_examples": limits.COUNT,
     "logit_train_examples": limits.COUNT, "epochs": limits.COUNT, "lr": limits.RATE, "batch_size": limits.COUNT,
     "patience": limits.COUNT, "min_epochs": limits.COUNT, "pooling": limits.one_of(*POOLINGS),
+    "word_position": limits.one_of(*WORD_POSITIONS),
     "seed": limits.SEED,
     "threads": limits.THREADS, "device": limits.DEVICE,
     "alpha": limits.PROBABILITY, "temperature": limits.RATE, "max_words": limits.COUNT, "min_freq": limits.COUNT,

@@ -56,6 +56,7 @@ class ExportConfig:
     max_words: int  # word students: words read per input
     max_length: int  # BERT students: sub-words per input, special pieces included
     fallback: int  # the label of a word the model could not see (cut off by max_length): "O" where there is one
+    word_position: str = "first"  # BERT students, tagging: the sub-word each word is read at (kdlib.data)
 
     @property
     def is_tagging(self) -> bool:
@@ -155,7 +156,7 @@ class Predictor:
             for f in feats:
                 f["lengths"] = len(f["word_ids"])
             return feats
-        return _subword_features(self.tokenizer, examples, self.config.shape)
+        return _subword_features(self.tokenizer, examples, self.config.shape, self.config.word_position)
 
     def _batch(self, features: list[dict]) -> dict[str, np.ndarray]:
         batch = {}
@@ -293,7 +294,7 @@ def _tokenizer(path: Path, max_length: int):
     return tokenizer
 
 
-def _subword_features(tokenizer, examples: list[dict], shape: str) -> list[dict]:
+def _subword_features(tokenizer, examples: list[dict], shape: str, word_position: str = "first") -> list[dict]:
     """input_ids, attention_mask, token_type_ids (and word_index) as kdlib.data.encode_for_bert makes them."""
     if shape in ("single", "aspect"):
         encodings = tokenizer.encode_batch([ex["text"] for ex in examples])
@@ -303,13 +304,15 @@ def _subword_features(tokenizer, examples: list[dict], shape: str) -> list[dict]
         encodings = tokenizer.encode_batch([ex["tokens"] for ex in examples], is_pretokenized=True)
     else:
         encodings = tokenizer.encode_batch([(ex["question"], ex["tokens"]) for ex in examples], is_pretokenized=True)
+    skip = data.lone_space_id(tokenizer) if word_position == "first-content" else None
     feats = []
     for ex, enc in zip(examples, encodings):
         f = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
         if shape in ("tagging", "qa"):
             qa = shape == "qa"
             f["word_index"] = data.first_subword_index(enc.word_ids, len(ex["tokens"]),
-                                                       enc.sequence_ids if qa else None, 1 if qa else 0)
+                                                       enc.sequence_ids if qa else None, 1 if qa else 0,
+                                                       enc.ids, skip)
         feats.append(f)
     return feats
 

@@ -161,7 +161,7 @@ def model_inputs(model: ProfiledModel, spec: data.DatasetSpec, test_ds,
     else:
         teacher = _teacher(teacher)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model, teacher))
-        feats = teachers.bert_features(test_ds, tokenizer, spec, teacher.max_length)
+        feats = teachers.bert_features(test_ds, tokenizer, spec, teacher.max_length, teacher.word_position)
         keys = tuple(k for k in ("input_ids", "attention_mask", "token_type_ids") if k in feats[0])
         collator = Collator(pad_id=tokenizer.pad_token_id)
     if spec.is_tagging:

@@ -28,7 +28,7 @@ from kdlib.profile_tables import REFERENCE_NAME
 COLUMNS = ["stage", "dataset", "model", "variant", "seed", "kd", "loss", "alpha", "temperature", "f1",
            "valid_f1", "teacher_f1", "parameters", "train_examples", "train_split_examples", "best_epoch",
            "resumed_from_epoch", "train_seconds", "wall_seconds", "finished", "run_dir", "shape", "epochs_run",
-           "stopped_by", "max_length", "test_examples_cut", "test_words_cut"]
+           "stopped_by", "max_length", "test_examples_cut", "test_words_cut", "pooling"]
 EARLY_STOPPING, EPOCH_CAP = "early stopping", "epoch cap"  # what ended a run's training (stopped_by)
 
 
@@ -65,6 +65,7 @@ def run_row(m: dict, run_dir: Path, finished: bool) -> dict:
         "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds"),
         "wall_seconds": m.get("wall_seconds"), "finished": finished, "run_dir": str(run_dir),
         "shape": m.get("shape"),  # runs before your own datasets existed have none: IndoNLU's registry knows
+        "pooling": m.get("pooling"),  # a teacher's head: what it reads (e.g. "words (tagging, first-content sub-word)")
         "embedding": emb.get("source"), "freeze_embeddings": emb.get("freeze"), "oov_rate": emb.get("oov_rate"),
         "test_token_oov": emb.get("test_token_oov"), "transfer": transfer.get("kind"),
         "transfer_size": transfer.get("size"),

@@ -85,6 +85,12 @@ class Teacher:
         return int(self.info["max_length"])
 
     @property
+    def word_position(self) -> str:
+        """Which sub-word of a word its tagging head reads (params.WORD_POSITIONS; "first" for teachers from
+        before the setting)."""
+        return self.info.get("word_position", "first")
+
+    @property
     def logit_train_examples(self) -> int | None:
         """How many train examples the teacher run cached logits for (data.subset_indices); None: all."""
         return self.info.get("logit_train_examples")
@@ -107,14 +113,16 @@ class Teacher:
         return self._model
 
     def features(self, ds, spec: data.DatasetSpec, tokenizer=None) -> list[dict]:
-        """A split's BERT inputs as the teacher reads them (its tokenizer, its max length)."""
-        return bert_features(ds, tokenizer or self.tokenizer, spec, self.max_length)
+        """A split's BERT inputs as the teacher reads them (its tokenizer, max length and word position)."""
+        return bert_features(ds, tokenizer or self.tokenizer, spec, self.max_length, self.word_position)
 
     def logits(self, spec: data.DatasetSpec, split: str, ds, *, cache_dir: str | os.PathLike = "",
                device: str = "cpu", model=None) -> list[np.ndarray]:
         """The teacher's unit-level logits on `ds` (named `split` in the cache), from the cache or computed once."""
         key = cache_lib.cache_key(cache_lib.fingerprint_model_dir(self.model_dir, cache_dir or None), spec.key,
-                                  cache_lib.fingerprint_examples(ds.to_list()), {"max_length": self.max_length})
+                                  cache_lib.fingerprint_examples(ds.to_list()),
+                                  {"max_length": self.max_length,  # the default position keeps the older keys
+                                   **({"word_position": self.word_position} if self.word_position != "first" else {})})
 
         def compute() -> list[np.ndarray]:
             net = model if model is not None else self.model(device)
@@ -189,9 +197,10 @@ def _own_suffix(spec: data.DatasetSpec) -> str:
 NO_LIMIT = 1_000_000  # sub-words: "tokenize the whole example" for truncation()
 
 
-def bert_features(ds, tokenizer, spec: data.DatasetSpec, max_length: int) -> list[dict]:
+def bert_features(ds, tokenizer, spec: data.DatasetSpec, max_length: int, word_position: str = "first") -> list[dict]:
     enc = ds.map(data.encode_for_bert, batched=True, remove_columns=ds.column_names,
-                 fn_kwargs={"tokenizer": tokenizer, "spec": spec, "max_length": max_length})
+                 fn_kwargs={"tokenizer": tokenizer, "spec": spec, "max_length": max_length,
+                            "word_position": word_position})
     keep = [c for c in ("input_ids", "attention_mask", "token_type_ids", "word_index", "labels")
             if c in enc.column_names]
     return enc.select_columns(keep).to_list()
@@ -238,8 +247,8 @@ def run_teacher(p: TeacherParams) -> RunResult:
                  {"mean": "the mean of the last hidden states", "cls": "[CLS] through the pooler"}[model.pooling])
         if p.freeze_embeddings:
             model.word_embeddings().weight.requires_grad_(False)
-        feats = {s: bert_features(dd[s], tokenizer, spec, p.max_length) for s in ("valid", "test")}
-        feats["train_used"] = bert_features(train_ds, tokenizer, spec, p.max_length)
+        feats = {s: bert_features(dd[s], tokenizer, spec, p.max_length, p.word_position) for s in ("valid", "test")}
+        feats["train_used"] = bert_features(train_ds, tokenizer, spec, p.max_length, p.word_position)
         collator = Collator(pad_id=tokenizer.pad_token_id)
         cfg = TrainConfig(epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, patience=p.patience, loss="ce",
                           seed=p.seed)
@@ -255,8 +264,10 @@ def run_teacher(p: TeacherParams) -> RunResult:
     tokenizer.save_pretrained(model_dir)
     rundir.write_json(out / rundir.TEACHER_INFO, {"dataset": spec.key, "base_model": p.base_model,
                                                   "max_length": p.max_length,
+                                                  **({"word_position": p.word_position}
+                                                     if p.word_position != "first" else {}),
                                            "logit_train_examples": p.logit_train_examples,
-                                           "pooling": _pooling_record(model, spec)})
+                                           "pooling": _pooling_record(model, spec, p.word_position)})
 
     teacher = Teacher.load(out)
     scores, logits_seconds = {}, 0.0
@@ -277,7 +288,7 @@ def run_teacher(p: TeacherParams) -> RunResult:
         "metric": spec.metric, "f1": scores["test"]["f1"], "valid": scores["valid"], "test": scores["test"],
         "parameters": models.count_parameters(model), "train_examples": len(train_ds) if p.fine_tune else 0,
         "train_split_examples": len(dd["train"]), "valid_examples": len(dd["valid"]),
-        "logit_train_examples": len(logit_sets["train"]), "pooling": _pooling_record(model, spec),
+        "logit_train_examples": len(logit_sets["train"]), "pooling": _pooling_record(model, spec, p.word_position),
         "best_epoch": result.best_epoch, "max_length": p.max_length,
         "truncated": {s: truncation(dd[s], tokenizer, spec, p.max_length) for s in ("valid", "test")},
         "resumed_from_epoch": result.resumed_from_epoch,  # > 0: wall_seconds covers the last attempt only
@@ -328,6 +339,8 @@ def _finetuned_model(name: str) -> str:
     return name
 
 
-def _pooling_record(model: models.BertTaskModel, spec: data.DatasetSpec) -> str:
+def _pooling_record(model: models.BertTaskModel, spec: data.DatasetSpec, word_position: str = "first") -> str:
     """What the head reads, for the record: a tagging head reads every word, whatever `pooling` says."""
-    return "words (tagging)" if spec.is_tagging else model.pooling
+    if not spec.is_tagging:
+        return model.pooling
+    return "words (tagging)" if word_position == "first" else f"words (tagging, {word_position} sub-word)"

@@ -232,6 +232,38 @@ def test_encode_for_bert_truncation_marks_lost_words(wordpiece, tiny_data_dir):
             [-100] * ex["word_index"].count(-1)
 
 
+def sentencepiece_like():
+    """A tiny Unigram tokenizer with sentencepiece's word-start marker: "rp" and "," become '▁' + the piece."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<pad>", "<s>", "</s>", "<unk>", "\u2581", "rp", ",", "\u2581harga", "\u25815", "000", "\u2581ok"]
+    tok = Tokenizer(models.Unigram([(p, -2.0 if p == "\u2581" else -3.0) for p in pieces], unk_id=3))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>")
+
+
+def test_first_content_reads_a_word_after_a_bare_space_marker(wordpiece):
+    # <s> ▁harga ▁ rp ▁5 000 ▁ , ▁ok </s>: "rp" and "," start with the bare marker (id 4), "5000" with "▁5"
+    spm = sentencepiece_like()
+    assert data.lone_space_id(spm) == 4 and data.lone_space_id(spm.backend_tokenizer) == 4
+    assert data.lone_space_id(wordpiece) is None  # WordPiece has no marker: "first-content" changes nothing
+    batch, spec = {"tokens": [["harga", "rp", "5000", ",", "ok"]], "tags": [[0, 1, 2, 3, 4]]}, data.get_spec("posp")
+    first = data.encode_for_bert(batch, spm, spec, 64)
+    content = data.encode_for_bert(batch, spm, spec, 64, word_position="first-content")
+    assert first["input_ids"] == content["input_ids"]  # the same input: only where each word is read moves
+    assert first["word_index"] == [[1, 2, 4, 6, 8]] and content["word_index"] == [[1, 3, 4, 7, 8]]
+    assert content["subword_labels"] == [[-100, 0, -100, 1, 2, -100, -100, 3, 4, -100]]
+    # a lone marker that is a whole word (its piece cut off by truncation) is still read where it is
+    assert data.first_subword_index([None, 0, 1, None], 2, input_ids=[1, 4, 4, 2], skip_id=4) == [1, 2]
+    wp = {"tokens": [["harga", "rp"]], "tags": [[0, 1]]}
+    assert data.encode_for_bert(wp, wordpiece, spec, 64, "first-content") == data.encode_for_bert(wp, wordpiece, spec)
+    with pytest.raises(ConfigError, match="word_position 'last' is not one of first, first-content"):
+        data.encode_for_bert(batch, spm, spec, 64, word_position="last")
+
+
 @pytest.mark.parametrize("key", ["nergrit", "smsa"])
 def test_truncation_counts_what_max_length_cuts_off(wordpiece, tiny_data_dir, key):
     from kdlib import teachers

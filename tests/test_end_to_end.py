@@ -39,6 +39,18 @@ def test_teacher_scores_and_caches_every_split(key, teachers):
     assert metrics.score(saved["metric"], saved["gold"], saved["pred"])["f1"] == pytest.approx(m["f1"])
 
 
+def test_a_teacher_records_where_its_tagging_head_reads_words(teachers, workdir, _tiny_master):
+    p = params.TeacherParams(dataset="nergrit", out_dir=str(workdir / "teacher" / "nergrit-content"),
+                             data_dir=str(_tiny_master), models_dir=str(workdir / "models"), epochs=1, lr=1e-3,
+                             max_length=64, word_position="first-content")
+    run = run_teacher(p)
+    teacher = Teacher.load(run.out_dir)
+    assert teacher.word_position == "first-content"
+    assert run.metrics["pooling"] == "words (tagging, first-content sub-word)"
+    older = Teacher.load(teachers["nergrit"].out_dir)  # the default is not written: older teachers read the same
+    assert older.word_position == "first" and "word_position" not in older.info
+
+
 def test_a_teacher_from_before_saved_predictions_gets_them_from_its_cached_logits(teachers, tmp_path, monkeypatch):
     import shutil
 

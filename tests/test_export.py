@@ -275,3 +275,18 @@ def test_find_run_chooses_on_validation_and_names_what_exists(tmp_path):
         export.find_run(tmp_path, "nergrit", "cnn")
     assert export.export_command("outputs/s", "smsa", "cnn", "mse", 1) == (
         "kdexam export --study outputs/s --dataset smsa --student cnn --variant mse --seed 1 --out exports/smsa-cnn")
+
+
+def test_predict_reads_each_word_where_its_teacher_did():
+    # kdlib.predict (tokenizers only) must build the word_index kdlib.data built for training, in either position
+    from tests.test_data import sentencepiece_like
+
+    spm = sentencepiece_like()
+    examples = [{"tokens": ["harga", "rp", "5000", ",", "ok"], "tags": [0, 1, 2, 3, 4]}]
+    spec = data.get_spec("posp")
+    for position in params.WORD_POSITIONS:
+        trained = data.encode_for_bert({k: [v] for k, v in examples[0].items()}, spm, spec, 64, position)
+        served = predict._subword_features(spm.backend_tokenizer, examples, "tagging", position)
+        assert served[0]["word_index"] == trained["word_index"][0] and served[0]["input_ids"] == trained["input_ids"][0]
+    assert predict.ExportConfig(dataset="posp", shape="tagging", labels=("a",), aspects=(), kind="subword",
+                                inputs=(), pad_id=0, max_words=1, max_length=8, fallback=0).word_position == "first"
