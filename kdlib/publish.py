@@ -119,10 +119,14 @@ def teacher_problems(frame: pd.DataFrame) -> list[str]:
         where = "" if worst.empty else "; it loses most on " + " and ".join(
             f"{w['label']} (F1 {w['teacher F1']:.1f} against {w['no-KD BiLSTM F1']:.1f}; {w['test support']} in "
             f"test; {w['macro points']:.1f} macro points)" for _, w in worst.iterrows())
+        pooling = frame.loc[(frame["stage"] == "teacher") & (frame["dataset"] == r["dataset"]), "pooling"] \
+            if "pooling" in frame else pd.Series(dtype=object)
+        first = (pooling == "words (tagging)").any()  # a tagging head reading each word's first sub-word
         lines.append(f"the {r['dataset']} teacher ({r['teacher F1']:.2f} test F1) does not beat the BiLSTM trained "
                      f"without it ({r['no-KD BiLSTM F1']:.2f}){where}. Its students cannot learn more from it than "
-                     "from the labels; train a stronger teacher (teacher: epochs, lr, pooling) before reading its KD "
-                     "results")
+                     "from the labels; train a stronger teacher (teacher: epochs, lr, pooling"
+                     + (", and word_position: first-content where its tokenizer splits words into a bare '▁' "
+                        "and a piece, see README 'Teachers'" if first else "") + ") before reading its KD results")
     return lines
 
 

@@ -45,6 +45,12 @@ def test_teacher_check_and_gap(study):
     assert check.loc["nergrit", "no-KD BiLSTM F1"] == pytest.approx(65.0)
     problems = publish.teacher_problems(frame)
     assert len(problems) == 1 and problems[0].startswith("the nergrit teacher (60.00 test F1) does not beat")
+    assert "word_position" not in problems[0]  # a head that does not read words at their first sub-word
+    # a tagging teacher that read each word's first sub-word: the hint names the first-content setting
+    metrics_file = study / "teacher" / "nergrit" / "teacher" / rundir.METRICS
+    rundir.write_json(metrics_file, {**rundir.read_json(metrics_file), "pooling": "words (tagging)"})
+    problem, = publish.teacher_problems(rundir_frame(study))
+    assert "word_position: first-content" in problem
     gap = publish.gap_table(frame).set_index(["model", "variant"])
     assert gap.loc[("bilstm", "kl-T2-a0.5"), "smsa"] == pytest.approx(-3.0)
     assert gap.loc[("bilstm", "kl-T2-a0.5"), "nergrit"] == pytest.approx(3.0)
