@@ -148,8 +148,13 @@ def time_table(frame: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
     """What the study cost to run, per dataset and stage: the runs' own wall seconds (each run had one torch thread,
     so about its CPU seconds; a runner with --jobs N overlaps N of them) for its teacher, its students and its
     profile (kdlib.profile's wall_seconds, from the published profiles), and the total in hours; the last row sums
-    the datasets. The machine is the profile's (each dataset's runs and profile run on one machine)."""
+    the datasets. The machine is the profile's (each dataset's runs and profile run on one machine). A run resumed
+    after an interruption records the wall time of its last attempt only, so it counts at least the seconds of all its
+    epochs (train_seconds sums them)."""
     quality = frame[frame["stage"].isin(results.QUALITY_STAGES)]
+    if "train_seconds" in quality:
+        quality = quality.assign(wall_seconds=pd.concat([pd.to_numeric(quality["wall_seconds"]),
+                                                         pd.to_numeric(quality["train_seconds"])], axis=1).max(axis=1))
     profiles = published.profiles(out_dir)
     rows = []
     for dataset, d in quality.groupby("dataset", sort=False):

@@ -384,3 +384,7 @@ def test_the_time_table_sums_each_datasets_runs_and_profile_per_stage(tmp_path):
     assert table.loc["all", "teacher s"] == 900 and table.loc["all", "profile s"] == 700
     assert table.loc["all", "machine"] == "Test CPU"  # the ablation's 999 s is another study's question
     assert publish.time_table(frame[frame["stage"] == "ablation-loss"], tmp_path).empty
+    # a teacher resumed at its 23rd epoch recorded its last attempt's wall time only: its epochs' seconds count
+    resumed = frame.assign(train_seconds=[4460.0, 90.0, 130.0, 250.0, 50.0, 900.0])
+    table = publish.time_table(resumed, tmp_path).set_index("dataset")
+    assert table.loc["smsa", "teacher s"] == 4460 and table.loc["smsa", "students s"] == 240
