@@ -9,7 +9,11 @@ Two sources of extra examples:
   of the example is kept. `n_iter` samples per example; duplicates (and copies of train examples) are dropped.
   Tagging tasks get label-preserving edits only, so their gold tags stay valid: on POS datasets any word may be
   masked or replaced by a word of its own gold tag; elsewhere only words tagged `O` are edited; an n-gram is kept
-  only when it cuts no chunk; FacQA's question is never edited and its passage never cut.
+  only when it cuts no chunk; FacQA's question is never edited and its passage never cut. Sentence pairs follow
+  Tang et al.'s own pair script (castorini/d-bert, `augment_paired_data.py`): two times in three one sentence is
+  edited (either, at even odds), else both; no n-gram is cut from either, since a pair whose side is a 1-5 word
+  scrap is no longer the task (on WReTE such pairs made the teacher's labels of the set 76% "not entailed" against
+  38% on the train split).
 - **Unlabelled pools**: the text of the other IndoNLU datasets' train splits, or a user text file (one text per
   line), minus every text that is also a valid/test text of the target dataset.
 
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 MASK_WORD = "__mask__"
 POS_DATASETS, POOLS, KINDS = params.POS_DATASETS, params.POOLS, params.TRANSFER_KINDS  # a pool: text, not rules
 PREVIEW = 5  # extra examples kept in the run's metrics, to show what the student read
+PAIR_ONE_SIDE = 2 / 3  # Tang et al.'s pair script: the chance that only one sentence of a pair is edited
 
 
 @dataclass(frozen=True)
@@ -170,10 +175,21 @@ def _cuts_no_chunk(tags: Sequence[str], start: int, end: int) -> bool:
     return not _is_inside(tags[start]) and (end >= len(tags) or not _is_inside(tags[end]))
 
 
-def _augment_text(text: str, rules, lexicon, rng) -> str:
+def _augment_text(text: str, rules, lexicon, rng, *, cut: bool = True) -> str:
     words = edit_words(data.word_tokenize(text), rules, lexicon, rng)
-    window = ngram_window(len(words), rules, rng)
+    window = ngram_window(len(words), rules, rng) if cut else None
     return " ".join(words[slice(*window)] if window else words)
+
+
+def _augment_pair(example: dict, rules, lexicon, rng) -> dict:
+    """Tang et al.'s pair rule: one sentence edited (PAIR_ONE_SIDE of the time, either at even odds) or both."""
+    both, first = rng.random() >= PAIR_ONE_SIDE, rng.random() < 0.5
+    a, b = example["text_a"], example["text_b"]
+    if both or first:
+        a = _augment_text(a, rules, lexicon, rng, cut=False)
+    if both or not first:
+        b = _augment_text(b, rules, lexicon, rng, cut=False)
+    return {"text_a": a, "text_b": b, "label": IGNORE_INDEX}
 
 
 def augment_example(example: dict, spec: DatasetSpec, rules: TangRules, lexicon: PosLexicon,
@@ -183,8 +199,7 @@ def augment_example(example: dict, spec: DatasetSpec, rules: TangRules, lexicon:
         out = {"text": _augment_text(example["text"], rules, lexicon, rng)}
         return {**out, **_no_label(spec)}
     if spec.shape == "pair":
-        return {"text_a": _augment_text(example["text_a"], rules, lexicon, rng),
-                "text_b": _augment_text(example["text_b"], rules, lexicon, rng), "label": IGNORE_INDEX}
+        return _augment_pair(example, rules, lexicon, rng)
     tokens, tag_ids = list(example["tokens"]), list(example["tags"])
     tags = [spec.labels[t] for t in tag_ids]
     if spec.key in POS_DATASETS:
@@ -364,6 +379,8 @@ def build_transfer_set(kind: str, size: float, train: datasets.Dataset, spec: Da
         if len(extra) > wanted:  # ceil() overshoots: keep a seeded random subset, in generation order
             extra = [extra[i] for i in sorted(rng.permutation(len(extra))[:wanted])]
         info.update(rules=vars(rules).copy(), lexicon=source)
+        if spec.shape == "pair":
+            info["pair_rule"] = f"one sentence edited {PAIR_ONE_SIDE:.2f} of the time, both otherwise; never cut"
     elif kind != "train" and wanted:
         exclude = eval_texts(spec, data_dir) | {normalise(w) for r in train.to_list()
                                                 for w in record_texts(r, spec)}

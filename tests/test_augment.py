@@ -76,6 +76,28 @@ def test_tang_transfer_sets_are_deterministic_and_unlabelled(key, _tiny_master):
     assert any(MASK_WORD in data.example_words(ex, spec) for ex in first.extra)
 
 
+def test_pairs_edit_one_side_or_both_and_are_never_cut(_tiny_master):
+    """Tang et al.'s pair script: one sentence edited 2/3 of the time, both 1/3; every word keeps its place."""
+    spec = data.get_spec("wrete")
+    train = data.load_split("wrete", "train", _tiny_master, limit=20)
+    rules = TangRules(p_mask=0.3, p_pos=0.0, p_ng=1.0)  # p_ng 1: a single text would always be cut
+    rng = np.random.default_rng(0)
+    sides = []
+    for example in train:
+        for _ in range(30):
+            new = augment.augment_example(example, spec, rules, LEXICON, rng)
+            edited = []
+            for key in ("text_a", "text_b"):
+                before, after = data.word_tokenize(example[key]), data.word_tokenize(new[key])
+                assert len(after) == len(before)  # never an n-gram of the sentence
+                assert all(w == v or w == MASK_WORD for w, v in zip(after, before))
+                edited.append(after != before)
+            sides.append(sum(edited))
+            assert new["label"] == IGNORE_INDEX
+    both, one = sides.count(2) / len(sides), sides.count(1) / len(sides)
+    assert 0.25 < both < 0.42 and one > 0.5  # 1/3 both; one side (or none, when no word drew a mask) otherwise
+
+
 def _sources(extra: dict, train: list[dict]) -> list[tuple[dict, int]]:
     """The train examples (and offsets) an augmented tagging example may come from: same tags, as a window."""
     out = []
