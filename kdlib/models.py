@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from kdlib import rundir
 from kdlib.data import CASES, DatasetSpec, Vocab, get_spec
 from kdlib.errors import ConfigError, unknown_name
-from kdlib.params import POOLINGS, PRUNED, get_student
+from kdlib.params import PAIR_ENCODINGS, POOLINGS, PRUNED, get_student
 
 BERT_INFO = "kdexam.json"  # next to a Hugging Face folder: which dataset head the wrapper carries
 MODEL_KEY = "kdexam_model"  # in a word student's config.json: which class to rebuild
@@ -324,7 +324,39 @@ def _check_pretrained_fits(init: str, config, size: str) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Word-level students. Both read word ids; pair texts and QA question/passage arrive joined by a `<sep>` word
-# (kdlib.data.example_words), so the same model serves every shape.
+# (kdlib.data.example_words), so the same input serves every shape. A pair student (pair: siamese) splits the ids at
+# `<sep>` inside its forward, so saving, ONNX export and prediction see the same inputs as for any other shape.
+
+SEP_ID = 2  # kdlib.data.Vocab's <sep>
+
+
+def split_pair(batch: Mapping[str, Tensor], pad_id: int) -> dict[str, Tensor]:
+    """A batch of joined pairs (a <sep> b) -> a batch of 2B single texts: the B first sentences, then the B second
+    ones, each left-aligned with its own length and padded to the joined width. Data-dependent positions are
+    tensor ops (no Python int from a tensor), so a traced or exported graph splits any pair."""
+    word_ids, lengths = batch["word_ids"], batch["lengths"]
+    width = word_ids.shape[1]
+    steps = torch.arange(width, device=word_ids.device).unsqueeze(0)
+    real = steps < lengths.unsqueeze(1)
+    sep = (word_ids == SEP_ID) & real
+    # the first <sep>; none (a first sentence cut at max_words): everything is the first sentence
+    first_sep = torch.where(sep.any(dim=1), sep.to(torch.int64).argmax(dim=1), lengths)
+    len_a, len_b = first_sep, (lengths - first_sep - 1).clamp(min=0)
+    index_b = (first_sep.unsqueeze(1) + 1 + steps).clamp(max=width - 1)
+    out = {"lengths": torch.cat([len_a, len_b])}
+    for key, pad in (("word_ids", pad_id), ("case_ids", 0)):
+        if key in batch:
+            ids = batch[key]
+            a = ids.masked_fill(steps >= len_a.unsqueeze(1), pad)
+            b = ids.gather(1, index_b.expand(ids.shape[0], -1)).masked_fill(steps >= len_b.unsqueeze(1), pad)
+            out[key] = torch.cat([a, b])
+    return out
+
+
+def pair_features(pooled: Tensor) -> Tensor:
+    """(2B, D) sentence vectors (split_pair's order) -> (B, 4D) [a, b, a*b, |a-b|] (Tang et al. 2019)."""
+    a, b = pooled.chunk(2)
+    return torch.cat([a, b, a * b, (a - b).abs()], dim=-1)
 
 def _word_embedding(vocab_size: int, emb_dim: int, pad_id: int, embeddings: Tensor | None,
                     freeze: bool) -> nn.Embedding:
@@ -411,6 +443,25 @@ class WordStudent(nn.Module):
         model.load_state_dict(load_file(model_dir / "model.safetensors"))
         return model
 
+    def _pair_setting(self, pair: str) -> int:
+        """Check `pair`; returns how many sentence vectors the head reads (4 for a siamese pair student, else 1)."""
+        if pair not in PAIR_ENCODINGS:
+            raise ConfigError(f"pair must be one of {', '.join(PAIR_ENCODINGS)}, got {pair!r}.")
+        self.siamese = self.shape == "pair" and pair == "siamese"
+        return 4 if self.siamese else 1
+
+    def classify(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Sequence-level logits: the pooled text, or a siamese pair's features, through dropout and the head."""
+        if self.siamese:
+            features = pair_features(self.pool(split_pair(batch, self.config["pad_id"])))
+        else:
+            features = self.pool(batch)
+        return self._unit_logits(self.head(self.dropout(features)))
+
+    def pool(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """(B, D): one vector per text."""
+        raise NotImplementedError
+
     def _unit_logits(self, logits: Tensor) -> Tensor:
         if self.shape == "aspect":
             return logits.view(logits.shape[0], self.num_aspects, self.num_labels)
@@ -436,12 +487,14 @@ class BiLSTMStudent(WordStudent):
 
     def __init__(self, vocab_size: int, num_labels: int, shape: str, num_aspects: int = 1, emb_dim: int = 300,
                  hidden: int = 300, layers: int = 1, dropout: float = 0.2, pad_id: int = 0,
-                 embeddings: Tensor | None = None, freeze_embeddings: bool = False, case_dim: int = 0):
+                 embeddings: Tensor | None = None, freeze_embeddings: bool = False, case_dim: int = 0,
+                 pair: str = "concat"):
         super().__init__()
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, shape=shape, num_aspects=num_aspects,
                            emb_dim=emb_dim, hidden=hidden, layers=layers, dropout=dropout, pad_id=pad_id,
-                           freeze_embeddings=freeze_embeddings, case_dim=case_dim)
+                           freeze_embeddings=freeze_embeddings, case_dim=case_dim, pair=pair)
         self.shape, self.num_labels, self.num_aspects = shape, num_labels, num_aspects
+        vectors = self._pair_setting(pair)
         width = self._input_layer(vocab_size, emb_dim, pad_id, embeddings, freeze_embeddings, case_dim)
         # layer l of each direction reads both directions of layer l-1, as in nn.LSTM(bidirectional=True)
         self.forward_lstm = nn.ModuleList(nn.LSTM(width if i == 0 else 2 * hidden, hidden, batch_first=True)
@@ -450,7 +503,7 @@ class BiLSTMStudent(WordStudent):
                                            for i in range(layers))
         self.dropout = nn.Dropout(dropout)
         tagging = shape in ("tagging", "qa")
-        self.head = nn.Linear(2 * hidden, num_labels if tagging else num_labels * num_aspects)
+        self.head = nn.Linear(2 * hidden * vectors, num_labels if tagging else num_labels * num_aspects)
         self._register_load_state_dict_pre_hook(_from_packed_bilstm)
 
     def encode(self, x: Tensor, lengths: Tensor) -> Tensor:
@@ -468,14 +521,18 @@ class BiLSTMStudent(WordStudent):
             x = torch.cat([ahead, back.gather(1, flip.expand(-1, -1, back.shape[-1]))], dim=-1)
         return x
 
-    def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
+    def pool(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """(B, 2H): the BiLSTM states max-pooled over the real words."""
         word_ids, lengths = batch["word_ids"], batch["lengths"].clamp(min=1)
         states = self.encode(self.embed(batch), lengths)  # (B, T, 2H)
-        if self.shape in ("tagging", "qa"):
-            return ModelOutput(gather_words(self.head(self.dropout(states)), batch["word_index"]))
         real = _real_positions(lengths, word_ids.shape[1]).unsqueeze(-1)
-        pooled = states.masked_fill(~real, float("-inf")).max(dim=1).values
-        return ModelOutput(self._unit_logits(self.head(self.dropout(pooled))))
+        return states.masked_fill(~real, float("-inf")).max(dim=1).values
+
+    def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
+        if self.shape in ("tagging", "qa"):
+            states = self.encode(self.embed(batch), batch["lengths"].clamp(min=1))  # (B, T, 2H)
+            return ModelOutput(gather_words(self.head(self.dropout(states)), batch["word_index"]))
+        return ModelOutput(self.classify(batch))
 
 
 def _from_packed_bilstm(state_dict: dict, prefix: str, *args) -> None:
@@ -505,32 +562,43 @@ class CNNStudent(WordStudent):
     def __init__(self, vocab_size: int, num_labels: int, shape: str, num_aspects: int = 1, emb_dim: int = 300,
                  filters: int = 100, kernel_sizes: tuple[int, ...] = (3, 4, 5), dropout: float = 0.2,
                  pad_id: int = 0, embeddings: Tensor | None = None, freeze_embeddings: bool = False,
-                 case_dim: int = 0):
+                 case_dim: int = 0, pair: str = "concat"):
         super().__init__()
         kernel_sizes = tuple(int(k) for k in kernel_sizes)  # JSON and YAML hand back lists
         if not kernel_sizes or min(kernel_sizes) < 1:
             raise ConfigError(f"kernel_sizes must be one or more positive widths, got {kernel_sizes}.")
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, shape=shape, num_aspects=num_aspects,
                            emb_dim=emb_dim, filters=filters, kernel_sizes=list(kernel_sizes), dropout=dropout,
-                           pad_id=pad_id, freeze_embeddings=freeze_embeddings, case_dim=case_dim)
+                           pad_id=pad_id, freeze_embeddings=freeze_embeddings, case_dim=case_dim, pair=pair)
         self.shape, self.num_labels, self.num_aspects = shape, num_labels, num_aspects
+        vectors = self._pair_setting(pair)
         self.kernel_sizes = kernel_sizes
         width = self._input_layer(vocab_size, emb_dim, pad_id, embeddings, freeze_embeddings, case_dim)
         self.convs = nn.ModuleList(nn.Conv1d(width, filters, k) for k in kernel_sizes)
         self.dropout = nn.Dropout(dropout)
         tagging = shape in ("tagging", "qa")
         features = filters * len(kernel_sizes)
-        self.head = nn.Linear(features, num_labels if tagging else num_labels * num_aspects)
+        self.head = nn.Linear(features * (1 if tagging else vectors),
+                              num_labels if tagging else num_labels * num_aspects)
+
+    def _inputs(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(B, E, T) embeddings with padding zeroed, and the lengths (at least 1)."""
+        lengths = batch["lengths"].clamp(min=1)
+        real = _real_positions(lengths, batch["word_ids"].shape[1])
+        return (self.embed(batch) * real.unsqueeze(-1)).transpose(1, 2), lengths
 
     def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
-        word_ids, lengths = batch["word_ids"], batch["lengths"].clamp(min=1)
-        width = word_ids.shape[1]
-        real = _real_positions(lengths, width)
-        x = (self.embed(batch) * real.unsqueeze(-1)).transpose(1, 2)  # (B, E, T)
         if self.shape in ("tagging", "qa"):
+            x, _ = self._inputs(batch)
             maps = [F.relu(conv(F.pad(x, ((k - 1) // 2, k // 2)))) for conv, k in zip(self.convs, self.kernel_sizes)]
             per_word = torch.cat(maps, dim=1).transpose(1, 2)  # (B, T, filters * n_kernels)
             return ModelOutput(gather_words(self.head(self.dropout(per_word)), batch["word_index"]))
+        return ModelOutput(self.classify(batch))
+
+    def pool(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """(B, filters * n_kernels): each feature map max-pooled over the windows inside the words."""
+        x, lengths = self._inputs(batch)
+        width = x.shape[-1]
         x = F.pad(x, (0, max(0, max(self.kernel_sizes) - width)))
         pooled = []
         for conv, k in zip(self.convs, self.kernel_sizes):
@@ -538,7 +606,7 @@ class CNNStudent(WordStudent):
             # windows wholly inside the words; a sequence shorter than k keeps its first (zero-padded) window
             inside = _real_positions((lengths - k + 1).clamp(min=1), h.shape[-1]).unsqueeze(1)
             pooled.append(h.masked_fill(~inside, float("-inf")).max(dim=-1).values)
-        return ModelOutput(self._unit_logits(self.head(self.dropout(torch.cat(pooled, dim=1)))))
+        return torch.cat(pooled, dim=1)
 
 
 _WORD_CLASSES: dict[str, type[WordStudent]] = {"bilstm": BiLSTMStudent, "cnn": CNNStudent}

@@ -70,7 +70,11 @@ class StudentSpec:
         return self.default_lr
 
 
-_WORD_EMBEDDING_DEFAULTS = {"embeddings": None, "freeze_embeddings": False, "case_dim": 0}
+# pair: how a word student reads a sentence pair (WReTE, your own `task: pair`): "siamese" encodes each sentence
+# alone with the shared encoder and classifies [a, b, a*b, |a-b|] (Tang et al. 2019's pair student); "concat"
+# reads the two joined by <sep> as one text (models saved before the option existed read pairs so).
+_WORD_EMBEDDING_DEFAULTS = {"embeddings": None, "freeze_embeddings": False, "case_dim": 0, "pair": "siamese"}
+PAIR_ENCODINGS = ("siamese", "concat")
 # AdamW rates: 1e-3 is the usual rate for small recurrent/convolutional text models. BERT students from random
 # weights need a from-scratch rate: at 1e-4, BERT-Tiny on 1,000 SmSA examples (6 epochs, 192 steps) stayed at the
 # majority class (macro-F1 19.6) and tagged all of NERGrit O; at 1e-3 it reached 45.7 and 25.8. Wider miniatures
@@ -94,6 +98,7 @@ OPTION_LIMITS: dict[str, limits.Limit] = {
     "emb_dim": limits.COUNT, "hidden": limits.COUNT, "layers": limits.COUNT, "filters": limits.COUNT,
     "kernel_sizes": limits.distinct(limits.COUNT), "dropout": limits.Limit(lambda v: 0 <= v < 1, "in [0, 1)"),
     "pieces": limits.one_of("train", "full"), "case_dim": limits.Limit(lambda v: v >= 0, ">= 0"),
+    "pair": limits.one_of(*PAIR_ENCODINGS),
 }
 
 

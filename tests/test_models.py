@@ -1,6 +1,7 @@
 """kdlib.models on tiny slices of the real data: the unit-level logit contract, padding, saving, the registry."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def test_bert_aspect_logits_are_the_head_reshaped(tiny, random_bert):
     assert torch.equal(logits[:, 1], flat[:, spec.num_labels:2 * spec.num_labels])
 
 
-@pytest.mark.parametrize("shape", ["single", "tagging"])
+@pytest.mark.parametrize("shape", ["single", "pair", "tagging"])
 @pytest.mark.parametrize("student", ["bilstm", "cnn"])
 def test_word_students_ignore_batch_padding(student, shape, tiny):
     torch.manual_seed(0)
@@ -187,6 +188,47 @@ def test_word_students_ignore_padding_on_a_one_word_example(student, shape, tiny
     with torch.no_grad():
         a, b = model(alone).logits[0], model(padded).logits[0]
     assert torch.allclose(a, b[:len(a)], atol=1e-6)
+
+
+@pytest.mark.parametrize("student", ["bilstm", "cnn"])
+def test_siamese_pair_students_encode_each_sentence_alone(student, tiny):
+    """pair: siamese (the default) classifies [a, b, a*b, |a-b|] of the two sentences, each pooled on its own."""
+    torch.manual_seed(0)
+    model = build(student, tiny, "pair").eval()
+    assert model.siamese and model.head.in_features == 4 * model.pool(word_batch(tiny, "single")).shape[1]
+    batch = word_batch(tiny, "pair")
+    vocab, spec = tiny.vocab, tiny.spec("pair")
+    joined = [vocab.encode(data.example_words(ex, spec))[:MAX_LENGTH] for ex in tiny.sets["pair"]]  # as batched
+    cut = [ids.index(models.SEP_ID) for ids in joined]
+    sides = [[ids[:i] for ids, i in zip(joined, cut)], [ids[i + 1:] for ids, i in zip(joined, cut)]]
+    singles = [{"word_ids": _pad(ids, vocab.pad_id), "lengths": torch.tensor([len(i) for i in ids])} for ids in sides]
+    with torch.no_grad():
+        a, b = (model.pool(single) for single in singles)
+        expected = model.head(torch.cat([a, b, a * b, (a - b).abs()], dim=-1))
+        assert torch.allclose(model(batch).logits, expected, atol=1e-5)
+        # the second sentence's words move the output only through b: a pair with a changed second sentence keeps a
+        changed = dict(batch, word_ids=batch["word_ids"].clone())
+        changed["word_ids"][0, cut[0] + 1] = 3
+        split = models.split_pair(changed, vocab.pad_id)
+        assert torch.equal(split["word_ids"][0], models.split_pair(batch, vocab.pad_id)["word_ids"][0])
+    assert spec.shape == "pair"
+
+
+@pytest.mark.parametrize("student", ["bilstm", "cnn"])
+def test_concat_pair_students_and_models_saved_before_the_option_read_the_joined_text(student, tiny, tmp_path):
+    torch.manual_seed(0)
+    model = build(student, tiny, "pair", pair="concat").eval()
+    assert not model.siamese
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["pair"]  # a model saved before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = models.load_model(tmp_path).eval()
+    batch = word_batch(tiny, "pair")
+    with torch.no_grad():
+        assert not loaded.siamese and torch.equal(model(batch).logits, loaded(batch).logits)
+    with pytest.raises(ConfigError, match="pair must be one of siamese, concat"):
+        build(student, tiny, "pair", pair="joined")
 
 
 @pytest.mark.parametrize("student, shape", [("bilstm", "aspect"), ("bilstm", "qa"), ("cnn", "pair"),
