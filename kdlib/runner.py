@@ -357,12 +357,15 @@ def stale_runs(runs: list[Run]) -> dict[Path, list[str]]:
     return stale
 
 
-def drop_published(study: Study, runs: list[Run], root: Path) -> tuple[list[Run], list[str]]:
+def drop_published(study: Study, runs: list[Run], root: Path,
+                   planned: list[Run] | None = None) -> tuple[list[Run], list[str]]:
     """With a `published:` folder (kdlib.published): the runs of every dataset whose runs (teacher, students,
     ablations, and its profile when the study has a profile: section) are all published with the planned settings
     are dropped where they are not on this machine, and the analysis stops waiting for them (it reads them from the
     folder). A dataset published in part, or whose teacher was trained again here, is run here in full: its
-    students need its teacher, its profile every model. Returns the runs left and the names of those dropped."""
+    students need its teacher, its profile every model. `planned`: the study's whole plan when `runs` is a selection
+    (--stage, -d): a dataset is complete by all its runs, so `--stage teacher` on a dataset published in part runs
+    its teacher, as the full run would. Returns the runs left and the names of those dropped."""
     if not study.published:
         return runs, []
     study_dir = study.study_dir(root)
@@ -378,7 +381,7 @@ def drop_published(study: Study, runs: list[Run], root: Path) -> tuple[list[Run]
                 and not settings_diff(run, settings, published.OUTPUTS))
 
     per_dataset: dict[str, list[Run]] = {}
-    for run in runs:
+    for run in planned or runs:
         if run.stage != "analysis":
             per_dataset.setdefault(run.dataset, []).append(run)
     complete = {d for d, mine in per_dataset.items() if d not in retrained and all(map(is_published, mine))}
@@ -710,7 +713,7 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
         study = replace(study, threads=threads)
     if device is not None:
         study = replace(study, device=device)
-    runs = plan(study, root=root, data_dir=data_dir)
+    runs = planned = plan(study, root=root, data_dir=data_dir)
     if stages:
         unknown = sorted(set(stages) - set(NOTEBOOKS))
         if unknown:
@@ -724,7 +727,7 @@ def run_study(path: str, *, force: bool = False, dry_run: bool = False, kernel: 
         chosen = {study.dataset_key(str(d)) for d in datasets}
         runs = [r for r in runs if r.dataset in chosen]
     check_parameters(runs)
-    runs, elsewhere = (runs, []) if force else drop_published(study, runs, root)
+    runs, elsewhere = (runs, []) if force else drop_published(study, runs, root, planned)
     if interim:
         runs = interim_analysis(runs)
     stale = {} if force else stale_runs(runs)

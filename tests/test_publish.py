@@ -283,6 +283,9 @@ def test_the_runner_skips_datasets_published_in_full_with_the_same_settings(tmp_
     path.write_text(text + "published: ../reports/tiny-profile\n")
     (Path(study.published) / "profiles" / "smsa.json").unlink()
     assert "(published)" not in dry_run()
+    # ... nor when a --stage selection leaves out what is missing: its teacher runs, as the full run would have it
+    runner.run_study(str(path), dry_run=True, root=tmp_path, data_dir=str(tiny_data_dir), stages=["teacher"])
+    assert "teacher/smsa/teacher (to run)" in (shown := capsys.readouterr().out) and "(published)" not in shown
     path.write_text(text + "published: 3\n")
     with pytest.raises(ConfigError, match="published: the study's published folder"):
         config.load_params(path)
