@@ -332,11 +332,15 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
               "teacher_labels": teacher_labels(frame),
               "teachers_vs_indonlu": baselines.teachers_beside_indonlu(frame),
               "runs": results.run_table(quality) if not quality.empty else pd.DataFrame()}
+    pending = ""
     if profiled:
-        board = results.scoreboard(results.study_frame(study_dir, published=out_dir))
+        analysed = results.study_frame(study_dir, published=out_dir, profiled_only=True)
+        board, pending = results.scoreboard(analysed), results.in_progress_note(analysed)
         tables["costs"] = results.cost_table(board[board["dataset"].isin(profiled)]).reset_index()
         tables["paper_claims"] = results.paper_claims(board)
-    tables["headline"] = results.headline(frame, tables.get("costs"))
+    # the headline, like the analysis, shows finished datasets only once some are profiled (see study_frame)
+    finished = frame[frame["dataset"].isin(profiled)] if profiled else frame
+    tables["headline"] = results.headline(finished, tables.get("costs"))
     tables["time"] = time_table(frame, out_dir)
     for name, table in tables.items():
         path = out_dir / "tables" / f"{name}.csv"
@@ -349,7 +353,7 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
         plots.save_figure(plot_kd_margins(tables["kd_vs_no_kd"]), out_dir, "kd_margins")
         plt.close("all")
     _copy_analysis(study_dir, out_dir)
-    (out_dir / "README.md").write_text(_readme(study_dir, frame, tables, command, kept), encoding="utf-8")
+    (out_dir / "README.md").write_text(_readme(study_dir, frame, tables, command, kept, pending), encoding="utf-8")
     size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
     if size > MAX_MB:
         raise KdExamError(f"{out_dir} holds {size:.1f} MiB, over the {MAX_MB} MiB a published study may take; "
@@ -368,7 +372,8 @@ def _copy_analysis(study_dir: Path, out_dir: Path) -> None:
         shutil.copytree(analysis / "figures", out_dir / "figures" / "analysis", dirs_exist_ok=True)
 
 
-def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], command: str, kept: int) -> str:
+def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], command: str, kept: int,
+            pending: str = "") -> str:
     here = [Path(d) / rundir.METRICS for d in frame["run_dir"] if (Path(d) / rundir.METRICS).is_file()]
     env = (rundir.read_json(here[0]).get("environment") or {}) if here else {}
     students = frame[frame["stage"] == "distill"]["run_dir"]
@@ -387,6 +392,7 @@ def _readme(study_dir: Path, frame: pd.DataFrame, tables: dict[str, pd.DataFrame
         f"{env.get('cores', '?')} cores, torch {env.get('torch', '?')}. Test F1 (%) with IndoNLU's metric; `runs.csv` "
         "has every run.",
         *(["**Problems:** " + "; ".join(problems) + "."] if problems else []),
+        *([f"**Costs, the paper's claims and the analysis:** {pending}"] if pending else []),
         *([capped] if capped else []),
         *([f"**{cut}**"] if cut else []),
         *([f"**{truncated}**"] if truncated else []),

@@ -297,12 +297,15 @@ def group_of(dataset: str, shape: str | None = None) -> str:
 
 
 def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str = "real",
-                published: str | os.PathLike | None = None) -> pd.DataFrame:
+                published: str | os.PathLike | None = None, profiled_only: bool = False) -> pd.DataFrame:
     """Every finished teacher/distill run (one row per dataset × model × variant × seed) with its model's costs.
 
     `published`: a study's published folder (kdlib.published; default: study_dir itself when it is one, e.g.
     reports/<study>): its rows and profiles count for the runs and datasets not on this machine. Cost columns are
-    empty for datasets without a profile yet.
+    empty for datasets without a profile yet. `profiled_only` (the analysis, the published tables): once some
+    datasets are profiled, a dataset that is not (its runs still going: a profile runs after all of a dataset's
+    students) is left out, so an interim analysis averages over finished datasets only; `frame.attrs["in_progress"]`
+    names them.
     """
     published = published or kdpublished.default_folder(study_dir)
     runs = collect(study_dir)
@@ -318,10 +321,21 @@ def study_frame(study_dir: str | os.PathLike, *, threads: int = 1, inputs: str =
         if _profiles(study_dir, published):
             raise
         cost = pd.DataFrame(columns=["dataset", "model"])
+    in_progress = sorted(set(runs["dataset"]) - set(cost["dataset"])) if profiled_only and len(cost) else []
+    runs = runs[~runs["dataset"].isin(in_progress)]
     frame = runs.merge(cost.drop(columns=["parameters"], errors="ignore"), on=["dataset", "model"], how="left")
     frame = frame.merge(reference_costs(cost), on="dataset", how="left")
     groups = [group_of(d, s) for d, s in zip(frame["dataset"], frame["shape"])]
-    return frame.assign(group=groups).reset_index(drop=True)
+    frame = frame.assign(group=groups).reset_index(drop=True)
+    frame.attrs["in_progress"] = in_progress
+    return frame
+
+
+def in_progress_note(frame: pd.DataFrame) -> str:
+    """One line naming the datasets study_frame left out (not profiled yet), or ''."""
+    pending = frame.attrs.get("in_progress") or []
+    return (f"Left out until their runs and profile finish: {', '.join(pending)} (an interim analysis counts finished "
+            "datasets only)." if pending else "")
 
 
 REFERENCE_SUFFIX = REFERENCE_NAME.format("")  # " (timing only)": the profile's BERT-base-shaped reference model
