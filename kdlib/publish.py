@@ -321,8 +321,14 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     out_dir.mkdir(parents=True, exist_ok=True)
     profiled = write_profiles(study_dir, out_dir)
     write_settings(frame, study_dir, out_dir, profiled)
-    for stale in ("tables", "figures"):  # tables and figures are redrawn from runs.csv every time
+    # tables and figures are redrawn from runs.csv every time; the analysis' figures only where this machine has an
+    # analysis to copy them from (a publish in part on a new machine keeps report.html's figures)
+    keep = None if rundir.is_done(study_dir / ANALYSIS) else _set_aside(out_dir / "figures" / "analysis")
+    for stale in ("tables", "figures"):
         shutil.rmtree(out_dir / stale, ignore_errors=True)
+    if keep is not None:
+        (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+        shutil.move(keep, out_dir / "figures" / "analysis")
     relative_runs(frame, study_dir, out_dir).to_csv(out_dir / "runs.csv", index=False)
     backfill_teacher_predictions(frame)
     write_predictions(frame, study_dir, out_dir)
@@ -361,8 +367,21 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     return out_dir
 
 
+ANALYSIS = Path("analysis") / "all" / "analysis"  # the study's analysis run, relative to the study folder
+
+
+def _set_aside(folder: Path) -> Path | None:
+    """Move `folder` (if any) beside its parent's parent, out of the way of the sweep; returns where it went."""
+    if not folder.is_dir():
+        return None
+    aside = folder.parent.parent / f".{folder.name}-kept"
+    shutil.rmtree(aside, ignore_errors=True)
+    shutil.move(folder, aside)
+    return aside
+
+
 def _copy_analysis(study_dir: Path, out_dir: Path) -> None:
-    analysis = study_dir / "analysis" / "all" / "analysis"
+    analysis = study_dir / ANALYSIS
     if not rundir.is_done(analysis):
         return
     for name in ("07_analysis.ipynb", "report.html"):

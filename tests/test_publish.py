@@ -150,6 +150,24 @@ def test_a_republish_keeps_the_runs_of_earlier_sessions(study, tmp_path):
         publish.publish(study, out)
 
 
+def test_a_publish_without_an_analysis_here_keeps_the_published_analysis_figures(study, tmp_path):
+    out = tmp_path / "reports" / "s"
+    publish.publish(study, out)
+    figure = out / "figures" / "analysis" / "pareto-latency.png"  # drawn by an earlier machine's analysis
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"png")
+    (out / "figures" / "stale.png").write_bytes(b"old")
+    publish.publish(study, out)  # this machine has runs but no analysis: report.html's figures must stay
+    assert figure.read_bytes() == b"png" and not (out / "figures" / "stale.png").exists()
+    assert (out / "figures" / "f1.png").is_file() and not list(out.glob(".*kept"))
+    analysis = study / publish.ANALYSIS
+    (analysis / "figures").mkdir(parents=True)
+    (analysis / "figures" / "heatmap-delta.png").write_bytes(b"new")
+    rundir.mark_done(analysis)
+    publish.publish(study, out)  # an analysis here replaces them
+    assert not figure.exists() and (out / "figures" / "analysis" / "heatmap-delta.png").read_bytes() == b"new"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # A study that outlives its machine: profiles and settings are published, read back by the analysis and recommend
 # (kdlib.results.study_frame) and by the runner, which skips the datasets published in full (kdlib.published).
