@@ -323,12 +323,11 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
     write_settings(frame, study_dir, out_dir, profiled)
     # tables and figures are redrawn from runs.csv every time; the analysis' figures only where this machine has an
     # analysis to copy them from (a publish in part on a new machine keeps report.html's figures)
-    keep = None if rundir.is_done(study_dir / ANALYSIS) else _set_aside(out_dir / "figures" / "analysis")
-    for stale in ("tables", "figures"):
-        shutil.rmtree(out_dir / stale, ignore_errors=True)
-    if keep is not None:
-        (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-        shutil.move(keep, out_dir / "figures" / "analysis")
+    shutil.rmtree(out_dir / "tables", ignore_errors=True)
+    analysed_here = rundir.is_done(study_dir / ANALYSIS)
+    for stale in sorted((out_dir / "figures").glob("*")):
+        if stale.name != "analysis" or analysed_here:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     relative_runs(frame, study_dir, out_dir).to_csv(out_dir / "runs.csv", index=False)
     backfill_teacher_predictions(frame)
     write_predictions(frame, study_dir, out_dir)
@@ -368,16 +367,6 @@ def publish(study_dir: str | os.PathLike, out_dir: str | os.PathLike, *, command
 
 
 ANALYSIS = Path("analysis") / "all" / "analysis"  # the study's analysis run, relative to the study folder
-
-
-def _set_aside(folder: Path) -> Path | None:
-    """Move `folder` (if any) beside its parent's parent, out of the way of the sweep; returns where it went."""
-    if not folder.is_dir():
-        return None
-    aside = folder.parent.parent / f".{folder.name}-kept"
-    shutil.rmtree(aside, ignore_errors=True)
-    shutil.move(folder, aside)
-    return aside
 
 
 def _copy_analysis(study_dir: Path, out_dir: Path) -> None:
